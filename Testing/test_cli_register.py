@@ -1,0 +1,131 @@
+"""`landmarkinit register` end to end: the installed command, real files, Slicer's readers on the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from LandmarkInitLib.cli import main
+from LandmarkInitLib.landmark_set import LandmarkSet
+from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitLib.markups_io import read_landmarks_file, write_landmarks
+from LandmarkInitLib.registration import apply_transform, fit_rigid
+from LandmarkInitLib.transform_io import load_transform, transform_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "Resources" / "SampleData" / "landmarks"
+COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([COMMAND, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_installed_command_registers_the_sample_pair(context, tmp_path):
+    out, report = tmp_path / "mr_to_us.h5", tmp_path / "report.json"
+    r = run("register", "--fixed-landmarks", SAMPLE / "us_landmarks.mrk.json",
+            "--moving-landmarks", SAMPLE / "mr_landmarks.mrk.json", "--output", out, "--report", report)
+    assert r.returncode == 0, r.stderr
+    assert "RMS:" in r.stdout and "posterior_median" in r.stdout
+
+    # the transform file loads back through Slicer's reader and maps MR landmarks onto US landmarks
+    matrix = transform_matrix(load_transform(context, out))
+    _, mr = read_landmarks_file(context, SAMPLE / "mr_landmarks.mrk.json")
+    _, us = read_landmarks_file(context, SAMPLE / "us_landmarks.mrk.json")
+    expected = fit_rigid(mr.ordered(LANDMARK_LABELS), us.ordered(LANDMARK_LABELS))
+    np.testing.assert_allclose(matrix, expected.matrix, atol=1e-9)
+
+    # the shipped pair was made from a known transform + 0.7 mm noise: the fit recovers it closely
+    truth = np.array(json.loads((SAMPLE / "truth.json").read_text())["mr_to_us_ras"])
+    angle = np.degrees(Rotation.from_matrix(matrix[:3, :3] @ truth[:3, :3].T).magnitude())
+    assert angle < 3.0
+    displacement = apply_transform(matrix, mr.points_ras) - apply_transform(truth, mr.points_ras)
+    assert np.max(np.linalg.norm(displacement, axis=1)) < 2.0
+
+    doc = json.loads(report.read_text())
+    assert doc["mode"] == "rigid"
+    np.testing.assert_allclose(doc["matrix"], matrix, atol=1e-9)
+    assert [lm["label"] for lm in doc["landmarks"]] == list(LANDMARK_LABELS)
+    np.testing.assert_allclose([lm["residual_mm"] for lm in doc["landmarks"]], expected.residuals, atol=1e-9)
+    assert doc["rms_mm"] == pytest.approx(expected.rms)
+
+
+def test_similarity_mode_and_mixed_formats(context, tmp_path, rng):
+    truth = np.eye(4)
+    truth[:3, :3] = 1.1 * Rotation.from_euler("y", 25, degrees=True).as_matrix()
+    truth[:3, 3] = [3, 4, 5]
+    mr_pts = rng.uniform(-30, 30, (3, 3))
+    us_pts = apply_transform(truth, mr_pts)
+    (tmp_path / "mr.csv").write_text(
+        "# coordinateSystem = LPS\nlabel,x,y,z\n"
+        + "".join(f"{lb},{-p[0]},{-p[1]},{p[2]}\n" for lb, p in zip(LANDMARK_LABELS, mr_pts, strict=True))
+    )
+    write_landmarks(context, LandmarkSet(LANDMARK_LABELS[::-1], us_pts[::-1]), tmp_path / "us.mrk.json", "us")
+    code = main(["register", "--fixed-landmarks", str(tmp_path / "us.mrk.json"),
+                 "--moving-landmarks", str(tmp_path / "mr.csv"), "--output", str(tmp_path / "t.tfm"),
+                 "--mode", "similarity"])
+    assert code == 0
+    np.testing.assert_allclose(transform_matrix(load_transform(context, tmp_path / "t.tfm")), truth, atol=1e-9)
+
+
+def bad_landmarks(tmp_path, context):
+    write_landmarks(context, LandmarkSet(("apex", "bladder_neck", "posterior_median"),
+                                         [[0, 0, 0], [10, 0, 0], [20, 0, 0]]), tmp_path / "collinear.mrk.json", "mr")
+    write_landmarks(context, LandmarkSet(("apex", "bladder_neck"), [[0, 0, 0], [10, 0, 0]]),
+                    tmp_path / "two.mrk.json", "mr")
+
+
+@pytest.mark.parametrize(
+    "moving, fixed, message",
+    [
+        ("nothere.mrk.json", "us", "does not exist"),
+        ("collinear.mrk.json", "us", "moving points are nearly collinear"),
+        ("two.mrk.json", "us", "missing posterior_median"),
+        ("mr.txt", "us", "unknown landmarks format"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(context, tmp_path, moving, fixed, message):
+    bad_landmarks(tmp_path, context)
+    (tmp_path / "mr.txt").write_text("x")
+    r = run("register", "--fixed-landmarks", SAMPLE / "us_landmarks.mrk.json",
+            "--moving-landmarks", tmp_path / moving, "--output", tmp_path / "out.h5")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("landmarkinit register: error:") and message in lines[0]
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_existing_output_is_never_overwritten_without_force(tmp_path):
+    out = tmp_path / "mr_to_us.h5"
+    out.write_bytes(b"user data")
+    args = ["register", "--fixed-landmarks", SAMPLE / "us_landmarks.mrk.json",
+            "--moving-landmarks", SAMPLE / "mr_landmarks.mrk.json", "--output", out]
+    r = run(*args)
+    assert r.returncode == 2 and "already exists" in r.stderr and "--force" in r.stderr
+    assert out.read_bytes() == b"user data"
+    # an existing report blocks the run before anything is written
+    out.unlink()
+    (tmp_path / "r.json").write_text("{}")
+    r = run(*args, "--report", tmp_path / "r.json")
+    assert r.returncode == 2 and not out.exists()
+    assert run(*args, "--report", tmp_path / "r.json", "--force").returncode == 0
+    assert out.exists() and json.loads((tmp_path / "r.json").read_text())["landmarks"]
+
+
+def test_usage_errors_and_help():
+    r = run("register", "--output", "x.h5")
+    assert r.returncode == 2 and "required" in r.stderr
+    r = run("register", "--help")
+    assert r.returncode == 0
+    for option in ("--fixed-landmarks", "--moving-landmarks", "--output", "--mode", "--report", "--force",
+                   "--csv-coordinate-system", "--any-labels"):
+        assert option in r.stdout

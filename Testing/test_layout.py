@@ -1,0 +1,55 @@
+"""Project layout rules: the Slicer build lists every library file, and the library imports only what the
+Slicer application bundles (numpy, vtk, SimpleITK, slicer) plus onnxruntime."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = ROOT / "LandmarkInit" / "LandmarkInitLib"
+SLICER_BUNDLED = {"numpy", "vtk", "vtkmodules", "SimpleITK", "slicer", "onnxruntime"}
+# Sub-packages that run only outside Slicer (training, evaluation) may use more; none exist yet.
+OUTSIDE_SLICER_ONLY: set[str] = set()
+
+
+def library_files():
+    return sorted(p for p in LIB.rglob("*.py") if p.relative_to(LIB).parts[0] not in OUTSIDE_SLICER_ONLY)
+
+
+def test_module_cmakelists_lists_every_library_file():
+    cmake = (ROOT / "LandmarkInit" / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"^\s*(LandmarkInitLib/\S+\.py)\s*$", cmake, re.MULTILINE))
+    present = {str(p.relative_to(ROOT / "LandmarkInit")) for p in LIB.rglob("*.py")}
+    assert listed == present, f"missing from CMake: {present - listed}; listed but absent: {listed - present}"
+
+
+def test_library_imports_only_what_slicer_bundles():
+    stdlib = set(sys.stdlib_module_names)
+    offenders = []
+    for path in library_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in stdlib and top not in SLICER_BUNDLED and top != "LandmarkInitLib":
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not offenders, offenders
+
+
+def test_pure_modules_import_without_slicer_or_vtk():
+    code = (
+        "import sys\n"
+        "import LandmarkInitLib.registration, LandmarkInitLib.landmark_set, LandmarkInitLib.geometry\n"
+        "import LandmarkInitLib.landmarks, LandmarkInitLib.errors, LandmarkInitLib.report\n"
+        "bad = [m for m in ('slicer', 'vtk', 'vtkmodules') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

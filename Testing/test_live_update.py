@@ -1,0 +1,118 @@
+"""Live re-solve on a real MRML scene: point moves fire PointModifiedEvent, the transform follows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from LandmarkInitLib.landmark_set import LandmarkSet
+from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitLib.live_update import LiveRegistration
+from LandmarkInitLib.markups_io import create_landmarks_node, move_landmark
+from LandmarkInitLib.registration import apply_transform, fit_rigid
+from LandmarkInitLib.transform_io import create_transform_node, transform_matrix
+
+MR = np.array([[0.0, -20.0, -25.0], [0.0, 5.0, 20.0], [0.0, -15.0, 0.0]])
+
+
+@pytest.fixture
+def scene_setup(context):
+    truth = np.eye(4)
+    truth[:3, :3] = Rotation.from_euler("z", 20, degrees=True).as_matrix()
+    truth[:3, 3] = [5, -3, 12]
+    mr = create_landmarks_node(context.scene, LandmarkSet(LANDMARK_LABELS, MR), "mr")
+    us = create_landmarks_node(context.scene, LandmarkSet(LANDMARK_LABELS, apply_transform(truth, MR)), "us")
+    t = create_transform_node(context.scene)
+    return context, mr, us, t, truth
+
+
+def current(node):
+    return np.array([node.GetNthControlPointPosition(i) for i in range(node.GetNumberOfControlPoints())])
+
+
+def test_initial_solve_and_every_move_updates_the_transform(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    calls = []
+    live = LiveRegistration(mr, us, t)
+    live.add_listener(lambda lr: calls.append(lr.error))
+    np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)
+    assert live.error is None and live.result.rms < 1e-9
+
+    us.SetNthControlPointPosition(2, *(apply_transform(truth, MR[2]) + [0, 4.0, 0]))
+    expected = fit_rigid(current(mr), current(us)).matrix
+    np.testing.assert_allclose(transform_matrix(t), expected, atol=1e-12)
+    assert not np.allclose(expected, truth, atol=0.1)
+    assert live.residuals()["posterior_median"] > 1.0
+    assert calls == [None]
+
+    move_landmark(mr, "apex", MR[0] + [1.0, 0, 0])
+    np.testing.assert_allclose(transform_matrix(t), fit_rigid(current(mr), current(us)).matrix, atol=1e-12)
+    assert len(calls) == 2
+    live.detach()
+
+
+def test_unfittable_state_keeps_last_transform_and_says_why(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    with LiveRegistration(mr, us, t) as live:
+        us.RemoveNthControlPoint(2)
+        assert "missing posterior_median" in live.error
+        np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)  # untouched
+        import vtk
+
+        us.AddControlPoint(vtk.vtkVector3d(*apply_transform(truth, MR[2])), "posterior_median")
+        assert live.error is None
+        np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)
+        # dragging a point onto the line through the others
+        mr.SetNthControlPointPosition(2, *((MR[0] + MR[1]) / 2))
+        assert "nearly collinear" in live.error
+
+
+def test_detach_stops_updates(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    live = LiveRegistration(mr, us, t)
+    n = live.update_count
+    live.detach()
+    assert not live.attached
+    us.SetNthControlPointPosition(0, 50, 50, 50)
+    assert live.update_count == n
+    np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)
+
+
+def test_removing_a_node_from_the_scene_detaches(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    live = LiveRegistration(mr, us, t)
+    context.scene.RemoveNode(mr)
+    assert not live.attached
+    us.SetNthControlPointPosition(0, 50, 50, 50)  # must not raise or touch the transform
+    np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)
+
+
+def test_disabled_auto_update_waits_for_an_explicit_update(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    live = LiveRegistration(mr, us, t, enabled=False)
+    np.testing.assert_array_equal(transform_matrix(t), np.eye(4))
+    us.SetNthControlPointPosition(0, *(apply_transform(truth, MR[0]) + 1))
+    np.testing.assert_array_equal(transform_matrix(t), np.eye(4))
+    live.update()
+    np.testing.assert_allclose(transform_matrix(t), fit_rigid(current(mr), current(us)).matrix, atol=1e-12)
+    live.detach()
+
+
+def test_locked_points_are_never_moved_by_the_updater(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    mr.SetNthControlPointLocked(1, True)
+    before = current(mr)
+    with LiveRegistration(mr, us, t):
+        us.SetNthControlPointPosition(1, 0, 0, 0)
+    np.testing.assert_array_equal(current(mr), before)
+
+
+def test_weights_by_label(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    us.SetNthControlPointPosition(0, *(apply_transform(truth, MR[0]) + [0, 0, 5.0]))
+    weights = {"apex": 0.2, "bladder_neck": 1.0, "posterior_median": 1.0}
+    with LiveRegistration(mr, us, t, weights=weights):
+        expected = fit_rigid(current(mr), current(us), weights=[0.2, 1.0, 1.0]).matrix
+        np.testing.assert_allclose(transform_matrix(t), expected, atol=1e-12)
+        assert not np.allclose(expected, fit_rigid(current(mr), current(us)).matrix, atol=1e-3)

@@ -1,0 +1,115 @@
+"""MR_to_US transform nodes and files (.h5, .tfm) through Slicer's transform storage node, cross-checked with
+SimpleITK reading the same file; hardening on a copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
+
+from LandmarkInitLib.errors import LandmarkFileError
+from LandmarkInitLib.geometry import VolumeGeometry, ras_to_lps
+from LandmarkInitLib.landmark_set import LandmarkSet
+from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitLib.markups_io import create_landmarks_node, landmarks_from_node
+from LandmarkInitLib.registration import apply_transform
+from LandmarkInitLib.transform_io import (
+    create_transform_node,
+    harden_copy,
+    load_transform,
+    save_transform,
+    transform_matrix,
+)
+
+
+def mr_to_us(rng):
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler("xyz", rng.uniform(-30, 30, 3), degrees=True).as_matrix()
+    m[:3, 3] = rng.uniform(-40, 40, 3)
+    return m
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".tfm", ".txt"])
+def test_round_trip_through_slicer_storage(context, tmp_path, rng, suffix):
+    matrix = mr_to_us(rng)
+    node = create_transform_node(context.scene, matrix)
+    path = save_transform(context, node, tmp_path / f"mr_to_us{suffix}")
+    loaded = load_transform(context, path)
+    np.testing.assert_allclose(transform_matrix(loaded), matrix, atol=1e-10)
+
+
+def test_file_holds_the_itk_resampling_transform_in_lps(context, tmp_path, rng):
+    """SimpleITK reads the file as US LPS -> MR LPS (the inverse of 'to parent', in LPS)."""
+    matrix = mr_to_us(rng)
+    path = save_transform(context, create_transform_node(context.scene, matrix), tmp_path / "t.h5")
+    itk = sitk.ReadTransform(str(path))
+    mr_points = rng.uniform(-60, 60, (5, 3))
+    us_points = apply_transform(matrix, mr_points)
+    for mr, us in zip(mr_points, us_points, strict=True):
+        np.testing.assert_allclose(itk.TransformPoint([float(v) for v in ras_to_lps(us)]), ras_to_lps(mr), atol=1e-9)
+
+
+def test_mr_volume_under_the_transform_lands_on_us_positions(context, tmp_path, rng):
+    """Parenting the MR volume to MR_to_US moves its voxels to matrix @ their MR RAS position."""
+    import vtk
+
+    matrix = mr_to_us(rng)
+    t = create_transform_node(context.scene, matrix)
+    img = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.float32))
+    VolumeGeometry((5, 4, 3), np.array([0.5, 0.5, 1.0]), np.array([1.0, 2.0, 3.0]), np.eye(3)).apply_to_sitk_image(img)
+    sitk.WriteImage(img, str(tmp_path / "mr.nrrd"))
+    from LandmarkInitLib.volume_io import load_volume
+
+    vol = load_volume(context, tmp_path / "mr.nrrd")
+    vol.SetAndObserveTransformNodeID(t.GetID())
+    to_world = vtk.vtkGeneralTransform()
+    vol.GetParentTransformNode().GetTransformToWorld(to_world)
+    p = [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(to_world.TransformPoint(p), apply_transform(matrix, p), atol=1e-9)
+
+
+def test_harden_copy_leaves_the_original_untouched(context, rng):
+    matrix = mr_to_us(rng)
+    t = create_transform_node(context.scene, matrix)
+    pts = LandmarkSet(LANDMARK_LABELS, rng.uniform(-30, 30, (3, 3)))
+    original = create_landmarks_node(context.scene, pts, "mr")
+    copy = harden_copy(context, original, t)
+    assert copy.GetParentTransformNode() is None
+    np.testing.assert_allclose(landmarks_from_node(copy).points_ras, apply_transform(matrix, pts.points_ras), atol=1e-9)
+    np.testing.assert_array_equal(landmarks_from_node(original).points_ras, pts.points_ras)
+    assert original.GetParentTransformNode() is None
+
+
+def test_harden_copy_of_a_volume(context, tmp_path, rng):
+    import slicer
+
+    from LandmarkInitLib.volume_io import load_volume
+
+    matrix = mr_to_us(rng)
+    t = create_transform_node(context.scene, matrix)
+    img = sitk.GetImageFromArray(rng.normal(size=(3, 4, 5)).astype(np.float32))
+    sitk.WriteImage(img, str(tmp_path / "mr.nrrd"))
+    vol = load_volume(context, tmp_path / "mr.nrrd")
+    before = VolumeGeometry.from_volume_node(vol).ijk_to_ras
+    copy = harden_copy(context, vol, t)
+    np.testing.assert_allclose(VolumeGeometry.from_volume_node(copy).ijk_to_ras, matrix @ before, atol=1e-9)
+    np.testing.assert_array_equal(VolumeGeometry.from_volume_node(vol).ijk_to_ras, before)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(copy), slicer.util.arrayFromVolume(vol))
+    assert copy.GetImageData() is not vol.GetImageData()
+
+
+def test_transform_file_errors(context, tmp_path):
+    node = create_transform_node(context.scene, np.eye(4))
+    with pytest.raises(LandmarkFileError, match="unknown transform format"):
+        save_transform(context, node, tmp_path / "t.json")
+    save_transform(context, node, tmp_path / "t.h5")
+    with pytest.raises(LandmarkFileError, match="already exists"):
+        save_transform(context, node, tmp_path / "t.h5")
+    with pytest.raises(LandmarkFileError, match="does not exist"):
+        load_transform(context, tmp_path / "none.h5")
+    (tmp_path / "junk.tfm").write_text("not a transform\n")
+    with pytest.raises(LandmarkFileError, match="could not be read as a linear transform"):
+        load_transform(context, tmp_path / "junk.tfm")
+    with pytest.raises(LandmarkFileError, match="folder .* does not exist"):
+        save_transform(context, node, tmp_path / "nowhere" / "t.h5")
