@@ -25,7 +25,7 @@ from .landmarks import (
     check_modality,
     landmark_by_label,
 )
-from .output_files import atomic_output
+from .output_files import write_with_storage_node
 
 FIDUCIAL_CLASS = "vtkMRMLMarkupsFiducialNode"
 READABLE_SUFFIXES = (".mrk.json", ".json", ".fcsv", ".csv")
@@ -243,16 +243,9 @@ def write_landmarks_file(context, node, path, *, force: bool = False) -> Path:
     path = Path(path)
     if not path.name.lower().endswith(".mrk.json"):
         raise LandmarkFileError(f"{path}: landmarks are written as Slicer markups JSON; use a .mrk.json name")
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    context.scene.AddNode(storage)
-    try:
-        with atomic_output(path, force) as tmp:
-            storage.SetFileName(str(tmp))
-            if not storage.WriteData(node):
-                raise LandmarkFileError(f"Slicer's markups writer could not write {path}")
-    finally:
-        context.scene.RemoveNode(storage)
-    return path
+    return write_with_storage_node(
+        context, slicer.vtkMRMLMarkupsJsonStorageNode(), node, path, force=force, what="markups"
+    )
 
 
 def write_landmarks(context, landmarks: LandmarkSet, path, modality: str, *, force: bool = False) -> Path:

@@ -46,3 +46,17 @@ def atomic_output(path, force: bool = False):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_with_storage_node(context, storage, node, path, *, force: bool = False, what: str = "file") -> Path:
+    """Write ``node`` to ``path`` with a Slicer storage node (added to the scene for the write, then removed),
+    through :func:`atomic_output`."""
+    context.scene.AddNode(storage)
+    try:
+        with atomic_output(path, force) as tmp:
+            storage.SetFileName(str(tmp))
+            if not storage.WriteData(node):
+                raise LandmarkFileError(f"Slicer's {what} writer could not write {path}")
+    finally:
+        context.scene.RemoveNode(storage)
+    return Path(path)

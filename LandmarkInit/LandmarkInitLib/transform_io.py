@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import LandmarkFileError
 from .geometry import numpy_from_vtk_matrix
-from .output_files import atomic_output
+from .output_files import write_with_storage_node
 
 TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
 DEFAULT_TRANSFORM_NAME = "MR_to_US"
@@ -72,16 +72,8 @@ def save_transform(context, node, path, *, force: bool = False) -> Path:
 
     path = Path(path)
     _check_suffix(path)
-    storage = slicer.vtkMRMLTransformStorageNode()
-    context.scene.AddNode(storage)
-    try:
-        with atomic_output(path, force) as tmp:
-            storage.SetFileName(str(tmp))
-            if not storage.WriteData(node):
-                raise LandmarkFileError(f"Slicer's transform writer could not write {path}")
-    finally:
-        context.scene.RemoveNode(storage)
-    return path
+    return write_with_storage_node(context, slicer.vtkMRMLTransformStorageNode(), node, path, force=force,
+                                   what="transform")
 
 
 def load_transform(context, path, name: str | None = None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import LandmarkFileError
-from .output_files import atomic_output
+from .output_files import write_with_storage_node
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
@@ -45,13 +45,5 @@ def save_volume(context, node, path, *, force: bool = False) -> Path:
     if not path.name.lower().endswith(VOLUME_SUFFIXES):
         raise LandmarkFileError(f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    context.scene.AddNode(storage)
-    try:
-        with atomic_output(path, force) as tmp:
-            storage.SetFileName(str(tmp))
-            storage.SetWriteFileFormat(path.name.split(".", 1)[1])
-            if not storage.WriteData(node):
-                raise LandmarkFileError(f"Slicer's volume writer could not write {path}")
-    finally:
-        context.scene.RemoveNode(storage)
-    return path
+    storage.SetWriteFileFormat(path.name.split(".", 1)[1])
+    return write_with_storage_node(context, storage, node, path, force=force, what="volume")
