@@ -29,10 +29,21 @@ def run(*args, cwd=None):
     return subprocess.run([COMMAND, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
+def sample_register_args(output):
+    return [
+        "register",
+        "--fixed-landmarks",
+        SAMPLE / "us_landmarks.mrk.json",
+        "--moving-landmarks",
+        SAMPLE / "mr_landmarks.mrk.json",
+        "--output",
+        output,
+    ]
+
+
 def test_installed_command_registers_the_sample_pair(context, tmp_path):
     out, report = tmp_path / "mr_to_us.h5", tmp_path / "report.json"
-    r = run("register", "--fixed-landmarks", SAMPLE / "us_landmarks.mrk.json",
-            "--moving-landmarks", SAMPLE / "mr_landmarks.mrk.json", "--output", out, "--report", report)
+    r = run(*sample_register_args(out), "--report", report)
     assert r.returncode == 0, r.stderr
     assert "RMS:" in r.stdout and "posterior_median" in r.stdout
 
@@ -69,18 +80,33 @@ def test_similarity_mode_and_mixed_formats(context, tmp_path, rng):
         + "".join(f"{lb},{-p[0]},{-p[1]},{p[2]}\n" for lb, p in zip(LANDMARK_LABELS, mr_pts, strict=True))
     )
     write_landmarks(context, LandmarkSet(LANDMARK_LABELS[::-1], us_pts[::-1]), tmp_path / "us.mrk.json", "us")
-    code = main(["register", "--fixed-landmarks", str(tmp_path / "us.mrk.json"),
-                 "--moving-landmarks", str(tmp_path / "mr.csv"), "--output", str(tmp_path / "t.tfm"),
-                 "--mode", "similarity"])
+    code = main(
+        [
+            "register",
+            "--fixed-landmarks",
+            str(tmp_path / "us.mrk.json"),
+            "--moving-landmarks",
+            str(tmp_path / "mr.csv"),
+            "--output",
+            str(tmp_path / "t.tfm"),
+            "--mode",
+            "similarity",
+        ]
+    )
     assert code == 0
     np.testing.assert_allclose(transform_matrix(load_transform(context, tmp_path / "t.tfm")), truth, atol=1e-9)
 
 
 def bad_landmarks(tmp_path, context):
-    write_landmarks(context, LandmarkSet(("apex", "bladder_neck", "posterior_median"),
-                                         [[0, 0, 0], [10, 0, 0], [20, 0, 0]]), tmp_path / "collinear.mrk.json", "mr")
-    write_landmarks(context, LandmarkSet(("apex", "bladder_neck"), [[0, 0, 0], [10, 0, 0]]),
-                    tmp_path / "two.mrk.json", "mr")
+    write_landmarks(
+        context,
+        LandmarkSet(("apex", "bladder_neck", "posterior_median"), [[0, 0, 0], [10, 0, 0], [20, 0, 0]]),
+        tmp_path / "collinear.mrk.json",
+        "mr",
+    )
+    write_landmarks(
+        context, LandmarkSet(("apex", "bladder_neck"), [[0, 0, 0], [10, 0, 0]]), tmp_path / "two.mrk.json", "mr"
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,8 +121,15 @@ def bad_landmarks(tmp_path, context):
 def test_bad_input_exits_2_with_one_line(context, tmp_path, moving, fixed, message):
     bad_landmarks(tmp_path, context)
     (tmp_path / "mr.txt").write_text("x")
-    r = run("register", "--fixed-landmarks", SAMPLE / "us_landmarks.mrk.json",
-            "--moving-landmarks", tmp_path / moving, "--output", tmp_path / "out.h5")
+    r = run(
+        "register",
+        "--fixed-landmarks",
+        SAMPLE / "us_landmarks.mrk.json",
+        "--moving-landmarks",
+        tmp_path / moving,
+        "--output",
+        tmp_path / "out.h5",
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -107,8 +140,7 @@ def test_bad_input_exits_2_with_one_line(context, tmp_path, moving, fixed, messa
 def test_existing_output_is_never_overwritten_without_force(tmp_path):
     out = tmp_path / "mr_to_us.h5"
     out.write_bytes(b"user data")
-    args = ["register", "--fixed-landmarks", SAMPLE / "us_landmarks.mrk.json",
-            "--moving-landmarks", SAMPLE / "mr_landmarks.mrk.json", "--output", out]
+    args = sample_register_args(out)
     r = run(*args)
     assert r.returncode == 2 and "already exists" in r.stderr and "--force" in r.stderr
     assert out.read_bytes() == b"user data"
@@ -126,6 +158,14 @@ def test_usage_errors_and_help():
     assert r.returncode == 2 and "required" in r.stderr
     r = run("register", "--help")
     assert r.returncode == 0
-    for option in ("--fixed-landmarks", "--moving-landmarks", "--output", "--mode", "--report", "--force",
-                   "--csv-coordinate-system", "--any-labels"):
+    for option in (
+        "--fixed-landmarks",
+        "--moving-landmarks",
+        "--output",
+        "--mode",
+        "--report",
+        "--force",
+        "--csv-coordinate-system",
+        "--any-labels",
+    ):
         assert option in r.stdout

@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "LandmarkInit" / "LandmarkInitLib"
 SLICER_BUNDLED = {"numpy", "vtk", "vtkmodules", "SimpleITK", "slicer", "onnxruntime"}
-# Sub-packages that run only outside Slicer (training, evaluation) may use more; none exist yet.
-OUTSIDE_SLICER_ONLY: set[str] = set()
+# Sub-packages that run only outside Slicer (phantom generation; later training, evaluation) may use more.
+OUTSIDE_SLICER_ONLY: set[str] = {"phantom"}
 
 
 def library_files():

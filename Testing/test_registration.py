@@ -215,8 +215,12 @@ def test_threshold_is_the_documented_constant():
 
 @pytest.mark.parametrize(
     "weights, message",
-    [([1, 1], "one value per point"), ([1, -1, 1], "non-negative"), ([1, np.nan, 1], "finite"),
-     ([1, 0, 1], "at least 3 points need a positive weight")],
+    [
+        ([1, 1], "one value per point"),
+        ([1, -1, 1], "non-negative"),
+        ([1, np.nan, 1], "finite"),
+        ([1, 0, 1], "at least 3 points need a positive weight"),
+    ],
 )
 def test_bad_weights(weights, message):
     x = np.array([[0.0, 0, 0], [40, 0, 0], [20, 20, 0]])

@@ -43,13 +43,19 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     write_landmarks(ctx, LandmarkSet(LANDMARK_LABELS, MR_POINTS), OUT / "mr_landmarks.mrk.json", "mr", force=args.force)
     write_landmarks(ctx, LandmarkSet(LANDMARK_LABELS, us_points), OUT / "us_landmarks.mrk.json", "us", force=args.force)
-    (OUT / "truth.json").write_text(json.dumps({
-        "description": "synthetic sample: US landmarks = known rigid transform of MR landmarks + noise",
-        "mr_to_us_ras": np.round(truth, 12).tolist(),
-        "euler_xyz_deg": EULER_XYZ_DEG,
-        "noise_sd_mm": NOISE_SD_MM,
-        "seed": SEED,
-    }, indent=2) + "\n")
+    (OUT / "truth.json").write_text(
+        json.dumps(
+            {
+                "description": "synthetic sample: US landmarks = known rigid transform of MR landmarks + noise",
+                "mr_to_us_ras": np.round(truth, 12).tolist(),
+                "euler_xyz_deg": EULER_XYZ_DEG,
+                "noise_sd_mm": NOISE_SD_MM,
+                "seed": SEED,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {OUT}")
 
 

@@ -70,9 +70,7 @@ def validate_labels(
             parts.append(f"unknown label(s) {', '.join(unknown)}")
         if missing:
             parts.append(f"missing {', '.join(missing)}")
-        raise LandmarkLabelError(
-            f"{source}: {'; '.join(parts)}; expected exactly the labels {', '.join(expected)}"
-        )
+        raise LandmarkLabelError(f"{source}: {'; '.join(parts)}; expected exactly the labels {', '.join(expected)}")
 
 
 def match_landmarks(

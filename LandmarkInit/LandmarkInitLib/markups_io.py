@@ -72,9 +72,7 @@ def landmarks_from_node(node, expected_labels: Iterable[str] | None = LANDMARK_L
     for i in range(node.GetNumberOfControlPoints()):
         label = node.GetNthControlPointLabel(i)
         if node.GetNthControlPointPositionStatus(i) != node.PositionDefined:
-            raise LandmarkLabelError(
-                f"{source}: point {label or i!r} has no position yet; place it or delete it"
-            )
+            raise LandmarkLabelError(f"{source}: point {label or i!r} has no position yet; place it or delete it")
         p = [0.0, 0.0, 0.0]
         node.GetNthControlPointPosition(i, p)
         labels.append(label)

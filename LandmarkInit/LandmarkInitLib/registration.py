@@ -85,8 +85,7 @@ def _as_weights(weights, n: int) -> np.ndarray:
         raise InvalidPointsError("weights must be finite and non-negative")
     if np.count_nonzero(w) < 3:
         raise InvalidPointsError(
-            f"at least 3 points need a positive weight, got {np.count_nonzero(w)}; "
-            "give the points a weight above zero"
+            f"at least 3 points need a positive weight, got {np.count_nonzero(w)}; give the points a weight above zero"
         )
     return w
 

@@ -57,9 +57,7 @@ def current_context() -> SlicerContext:
     import slicer
 
     if not hasattr(slicer, "app") or getattr(slicer, "mrmlScene", None) is None:
-        raise RuntimeError(
-            "not running inside the Slicer application; use create_context() for a standalone scene"
-        )
+        raise RuntimeError("not running inside the Slicer application; use create_context() for a standalone scene")
     return SlicerContext(
         scene=slicer.mrmlScene,
         app_logic=slicer.app.applicationLogic(),

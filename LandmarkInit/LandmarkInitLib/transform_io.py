@@ -72,8 +72,9 @@ def save_transform(context, node, path, *, force: bool = False) -> Path:
 
     path = Path(path)
     _check_suffix(path)
-    return write_with_storage_node(context, slicer.vtkMRMLTransformStorageNode(), node, path, force=force,
-                                   what="transform")
+    return write_with_storage_node(
+        context, slicer.vtkMRMLTransformStorageNode(), node, path, force=force, what="transform"
+    )
 
 
 def load_transform(context, path, name: str | None = None):

@@ -22,9 +22,7 @@ def load_volume(context, path, name: str | None = None, *, labelmap: bool = Fals
     if not path.exists():
         raise LandmarkFileError(f"volume file {path} does not exist")
     if not path.name.lower().endswith(VOLUME_SUFFIXES):
-        raise LandmarkFileError(
-            f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}"
-        )
+        raise LandmarkFileError(f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
     node_name = name or path.name.split(".")[0]
     options = 1 if labelmap else 0  # bit 0 of the archetype loading options: label map
     node = context.volumes_logic.AddArchetypeVolume(str(path), node_name, options, vtk.vtkStringArray())

@@ -66,6 +66,13 @@ def bench_live_update(repeats: int) -> list[float]:
     return samples
 
 
+def bench_phantom_case(repeats: int) -> list[float]:
+    """Generating one phantom case (anatomy, MR and US rendering, ground truth) on one core, no file IO."""
+    from LandmarkInitLib.phantom.case import generate_case
+
+    return [generate_case(2026, i).meta["generation_seconds"] for i in range(repeats)]
+
+
 def row(name, samples, unit_scale, unit, target=None):
     med = statistics.median(samples) * unit_scale
     p95 = float(np.percentile(samples, 95)) * unit_scale
@@ -78,13 +85,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--repeats", type=int, default=2000)
+    parser.add_argument("--phantom-cases", type=int, default=6)
     args = parser.parse_args()
 
     rows = [
         row("rigid fit, 3 points", bench_fit(3, args.repeats), 1e6, "us"),
         row("rigid fit, 100 points", bench_fit(100, args.repeats), 1e6, "us"),
-        row("live update: point moved -> transform node updated (3 landmarks, real MRML scene)",
-            bench_live_update(args.repeats), 1e3, "ms", target=1.0),
+        row(
+            "live update: point moved -> transform node updated (3 landmarks, real MRML scene)",
+            bench_live_update(args.repeats),
+            1e3,
+            "ms",
+            target=1.0,
+        ),
+        row(
+            "phantom: generate one MR/US case (one core, no file IO)",
+            bench_phantom_case(args.phantom_cases),
+            1.0,
+            "s",
+            target=10.0,
+        ),
     ]
     header = [
         "# Benchmarks",

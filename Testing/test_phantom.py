@@ -1,0 +1,303 @@
+"""Synthetic MR/TRUS phantom: anatomy-derived landmarks, determinism, ground-truth consistency, realism
+statistics, and that every file loads through Slicer's own readers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LandmarkInitLib.dataset import CASE_FILES, gland_mask, open_case, open_dataset, read_rigid_transform_ras
+from LandmarkInitLib.geometry import VolumeGeometry
+from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitLib.markups_io import read_landmarks_file
+from LandmarkInitLib.phantom.anatomy import Anatomy, sample_parameters
+from LandmarkInitLib.phantom.case import PhantomOptions
+from LandmarkInitLib.phantom.generator import generate_dataset
+from LandmarkInitLib.phantom.mr import MRParameters, mr_geometry
+from LandmarkInitLib.phantom.tissues import Tissue
+from LandmarkInitLib.registration import apply_transform
+from LandmarkInitLib.transform_io import load_transform, transform_matrix
+from LandmarkInitLib.volume_io import load_volume
+
+SEED = 7
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three cases: end-fire, side-fire, and one with the probe aimed off the gland."""
+    out = tmp_path_factory.mktemp("phantom")
+    generate_dataset(out / "a", 1, SEED, options=PhantomOptions(probe="end-fire", partial_fraction=0.0), progress=False)
+    generate_dataset(
+        out / "a", 1, SEED, start=1, options=PhantomOptions(probe="side-fire", partial_fraction=0.0), progress=False
+    )
+    generate_dataset(out / "a", 1, SEED, start=2, options=PhantomOptions(partial_fraction=1.0), progress=False)
+    return out / "a"
+
+
+def anatomies(n=60, seed=3):
+    return [Anatomy(sample_parameters(np.random.default_rng([seed, i]))) for i in range(n)]
+
+
+def test_landmarks_follow_their_anatomical_definitions():
+    for an in anatomies():
+        lm = an.landmarks
+        for label in LANDMARK_LABELS:
+            assert abs(an.gland_sdf(lm[label][None])[0]) < 1e-6  # all three on the gland surface
+        g = {k: an.to_gland(v[None])[0] for k, v in lm.items()}
+        assert g["bladder_neck"][2] > 0 > g["apex"][2]  # base above, apex below the centre (gland frame)
+        assert g["posterior_median"][0] == pytest.approx(0.0, abs=1e-9)  # mid-sagittal plane
+        assert g["posterior_median"][2] == pytest.approx((g["apex"][2] + g["bladder_neck"][2]) / 2, abs=1e-9)
+        assert g["posterior_median"][1] < min(g["apex"][1], g["bladder_neck"][1])  # posterior surface
+        # the urethra passes through both ends, the bladder lies just above the bladder neck
+        labels = an.labels_at(
+            np.array(
+                [
+                    lm["bladder_neck"] + an.rotation @ [0, 0, -2.0],
+                    lm["apex"] + an.rotation @ [0, 0, 2.0],
+                    lm["bladder_neck"] + [0, 0, 6.0],
+                ]
+            )
+        )
+        assert labels[0] == labels[1] == Tissue.URETHRA
+        assert labels[2] in (Tissue.URINE, Tissue.BLADDER_WALL, Tissue.URETHRA)
+
+
+def test_anatomy_varies_so_no_fixed_position_or_size_identifies_a_landmark():
+    ans = anatomies()
+    sizes = np.array([an.params.gland_semi_axes for an in ans])
+    assert np.all(sizes.std(axis=0) > 1.5)  # semi-axes uniform over 10, 7, 9 mm ranges
+    # landmark position in the MR voxel grid varies across cases by several mm on every axis
+    rng = np.random.default_rng(0)
+    ijk = []
+    for an in ans:
+        params = MRParameters.sample(rng)
+        world = apply_transform(params.anatomy_to_world(), an.landmarks["posterior_median"])
+        ijk.append(mr_geometry(params).ras_to_ijk_points(world))
+    assert np.all(np.std(ijk, axis=0) * 0.8 > 4.0)
+
+
+def test_same_seed_gives_identical_files_whatever_the_workers(dataset, tmp_path):
+    generate_dataset(
+        tmp_path / "b",
+        2,
+        SEED,
+        workers=2,
+        options=PhantomOptions(probe="end-fire", partial_fraction=0.0),
+        progress=False,
+    )
+    case_a, case_b = dataset / "case_0000", tmp_path / "b" / "case_0000"
+    for name in CASE_FILES.values():
+        if name.endswith(".h5"):
+            # HDF5 records write times: same content, not the same bytes
+            np.testing.assert_array_equal(
+                read_rigid_transform_ras(case_a / name), read_rigid_transform_ras(case_b / name)
+            )
+        else:
+            assert (case_a / name).read_bytes() == (case_b / name).read_bytes(), name
+    other = generate_dataset(tmp_path / "c", 1, SEED + 1, progress=False)
+    assert other["written"] == ["case_0000"]
+    assert (tmp_path / "c" / "case_0000" / "mr.nrrd").read_bytes() != (case_a / "mr.nrrd").read_bytes()
+
+
+def test_generation_resumes_and_refuses_foreign_cases(dataset, tmp_path):
+    out = tmp_path / "d"
+    generate_dataset(out, 1, SEED, progress=False)
+    again = generate_dataset(out, 1, SEED, progress=False)
+    assert again["written"] == [] and again["skipped_existing"] == 1
+    from LandmarkInitLib.errors import LandmarkFileError
+
+    with pytest.raises(LandmarkFileError, match="another run"):
+        generate_dataset(out, 1, SEED + 5, progress=False)
+
+
+def test_files_load_through_slicer_readers_with_consistent_geometry(dataset, context):
+    import slicer
+
+    case = open_case(dataset / "case_0001")
+    for key in ("mr", "us", "mr_gland", "us_gland"):
+        path = dataset / "case_0001" / CASE_FILES[key]
+        node = load_volume(context, path, labelmap=key.endswith("gland"))
+        reference = sitk.ReadImage(str(path))
+        np.testing.assert_allclose(
+            VolumeGeometry.from_volume_node(node).ijk_to_ras,
+            VolumeGeometry.from_sitk_image(reference).ijk_to_ras,
+            atol=1e-5,
+        )
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), sitk.GetArrayFromImage(reference))
+    for modality in ("mr", "us"):
+        _, points = read_landmarks_file(context, dataset / "case_0001" / CASE_FILES[f"{modality}_landmarks"])
+        np.testing.assert_allclose(
+            points.ordered(LANDMARK_LABELS), case.landmarks(modality).ordered(LANDMARK_LABELS), atol=1e-9
+        )
+    slicer_matrix = transform_matrix(load_transform(context, dataset / "case_0001" / CASE_FILES["mr_to_us"]))
+    np.testing.assert_allclose(slicer_matrix, case.mr_to_us, atol=1e-9)
+    rotation = slicer_matrix[:3, :3]
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
+
+
+def test_ground_truth_transform_maps_mr_landmarks_within_the_deformation_bound(dataset):
+    for case in open_dataset(dataset):
+        mr = case.landmarks("mr").ordered(LANDMARK_LABELS)
+        us = case.landmarks("us").ordered(LANDMARK_LABELS)
+        distance = np.linalg.norm(apply_transform(case.mr_to_us, mr) - us, axis=1)
+        assert np.all(distance <= 10.0)
+        np.testing.assert_allclose(
+            distance, [case.meta["landmark_deformation_mm"][lb] for lb in LANDMARK_LABELS], atol=1e-3
+        )
+        assert case.meta["rigid_rotation_deg"] <= 30.0 + 6.0  # US rotation up to 30, patient tilt up to ~7
+        assert case.meta["synthetic"] is True
+
+
+def test_landmarks_lie_on_the_gland_masks_and_inside_the_fields_of_view(dataset):
+    for case in open_dataset(dataset):
+        for modality in ("mr", "us"):
+            mask, geometry = gland_mask(case, modality)
+            image = sitk.GetArrayFromImage(sitk.ReadImage(str(case.images[modality])))
+            for label in LANDMARK_LABELS:
+                p = case.landmarks(modality).point(label)
+                assert geometry.contains_ras(p, margin_voxels=2)[0] or case.meta["partial_view"]
+                i, j, k = np.round(geometry.ras_to_ijk_points(p)).astype(int)
+                if not geometry.contains_ras(p, margin_voxels=2)[0]:
+                    continue
+                patch = mask[k - 2 : k + 3, j - 2 : j + 3, i - 2 : i + 3]
+                assert patch.min() == 0 and patch.max() == 1, (
+                    f"{case.name} {modality} {label} not on the gland boundary"
+                )
+                in_view = modality == "mr" or case.meta["landmarks_in_us_field_of_view"][label]
+                if in_view:
+                    assert image[k - 2 : k + 3, j - 2 : j + 3, i - 2 : i + 3].max() > 0
+        if not case.meta["partial_view"]:
+            assert all(case.meta["landmarks_in_us_field_of_view"].values())
+            assert case.meta["gland_fraction_in_us_field_of_view"] > 0.95
+    assert [c.meta["probe"] for c in open_dataset(dataset)][:2] == ["end-fire", "side-fire"]
+    assert open_case(dataset / "case_0002").meta["partial_view"] is True
+
+
+def test_us_speckle_and_contrast_statistics(dataset):
+    for case in open_dataset(dataset):
+        us = sitk.GetArrayFromImage(sitk.ReadImage(str(case.images["us"]))).astype(float)
+        mask, _ = gland_mask(case, "us")
+        inside = us[(mask == 1) & (us > 0)]
+        assert inside.size > 1000
+        assert inside.std() > 10.0  # speckle, not a flat region
+        # fully developed speckle: neighbouring voxels correlated (PSF), but not identical
+        gland_voxels = (mask[:, :, :-1] == 1) & (us[:, :, :-1] > 0) & (us[:, :, 1:] > 0)
+        corr = np.corrcoef(us[:, :, :-1][gland_voxels], us[:, :, 1:][gland_voxels])[0, 1]
+        assert 0.2 < corr < 0.98
+        mr = sitk.GetArrayFromImage(sitk.ReadImage(str(case.images["mr"]))).astype(float)
+        mr_mask, _ = gland_mask(case, "mr")
+        # the gland is not the brightest structure in MR (urine and fat are): no 'brightest blob' shortcut
+        assert np.percentile(mr[mr_mask == 1], 50) < np.percentile(mr, 99)
+
+
+def test_dataset_reader_errors(dataset, tmp_path):
+    from LandmarkInitLib.errors import LandmarkFileError
+
+    broken = tmp_path / "case_x"
+    broken.mkdir()
+    (broken / "mr.nrrd").write_bytes((dataset / "case_0000" / "mr.nrrd").read_bytes())
+    with pytest.raises(LandmarkFileError, match="missing us.nrrd, mr_gland.nrrd"):
+        open_case(broken)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LandmarkFileError, match="matches no dataset layout"):
+        open_dataset(tmp_path / "empty")
+    with pytest.raises(LandmarkFileError, match="does not exist"):
+        open_dataset(tmp_path / "nowhere")
+
+
+def write_muregpro(root: Path, rng):
+    """A two-case folder in the mu-RegPro layout: 4-D label maps [x, y, z, k], k=0 gland, k>=1 regions."""
+    for folder in ("mr_images", "us_images", "mr_labels", "us_labels"):
+        (root / folder).mkdir(parents=True)
+    truth = {}
+    geometry = VolumeGeometry(
+        (20, 22, 18), np.array([0.8, 0.8, 0.8]), np.array([5.0, -3.0, 2.0]), np.diag([-1.0, -1.0, 1.0])
+    )
+    for name in ("case000000.nii.gz", "case000001.nii.gz"):
+        for modality in ("mr", "us"):
+            img = sitk.GetImageFromArray(rng.normal(size=geometry.array_shape).astype(np.float32))
+            geometry.apply_to_sitk_image(img)
+            sitk.WriteImage(img, str(root / f"{modality}_images" / name))
+            channels = [np.zeros(geometry.array_shape, np.uint8) for _ in range(3)]
+            channels[0][4:14, 5:17, 4:16] = 1
+            centres = []
+            for k in (1, 2):
+                c = rng.integers(4, 12, 3)  # (i, j, k) corner of a 2x2x2 blob -> centroid at c + 0.5
+                channels[k][c[2] : c[2] + 2, c[1] : c[1] + 2, c[0] : c[0] + 2] = 1
+                centres.append(geometry.ijk_to_ras_points(c + 0.5))
+            truth[(name.split(".")[0], modality)] = np.array(centres)
+            images = []
+            for ch in channels:
+                im = sitk.GetImageFromArray(ch)
+                geometry.apply_to_sitk_image(im)
+                images.append(im)
+            sitk.WriteImage(sitk.JoinSeries(images), str(root / f"{modality}_labels" / name))
+    return truth
+
+
+def test_muregpro_layout_reader(tmp_path, rng):
+    from LandmarkInitLib.dataset import open_muregpro
+    from LandmarkInitLib.errors import LandmarkFileError
+
+    truth = write_muregpro(tmp_path / "mu", rng)
+    cases = open_dataset(tmp_path / "mu")
+    assert [c.name for c in cases] == ["case000000", "case000001"]
+    for case in cases:
+        for modality in ("mr", "us"):
+            points = case.landmarks(modality)
+            assert points.labels == ("channel_1", "channel_2")
+            np.testing.assert_allclose(points.points_ras, truth[(case.name, modality)], atol=1e-4)
+            mask, _ = gland_mask(case, modality)
+            assert mask.sum() == 10 * 12 * 12
+        assert case.mr_to_us is None
+    named = open_muregpro(tmp_path / "mu", channel_labels={1: "apex", 2: "bladder_neck"})
+    assert named[0].landmarks("us").labels == ("apex", "bladder_neck")
+    (tmp_path / "mu" / "us_labels" / "case000001.nii.gz").unlink()
+    with pytest.raises(LandmarkFileError, match="missing us_labels/case000001.nii.gz"):
+        open_dataset(tmp_path / "mu")
+
+
+def test_cli_phantom_and_preview(dataset, tmp_path):
+    exe = [sys.executable, "-m", "LandmarkInitLib.cli"]
+    r = subprocess.run([*exe, "phantom", "--help"], capture_output=True, text=True, timeout=60)
+    for option in (
+        "--count",
+        "--seed",
+        "--output",
+        "--workers",
+        "--probe",
+        "--partial-fraction",
+        "--preview",
+        "--force",
+    ):
+        assert option in r.stdout
+    png = tmp_path / "preview.png"
+    r = subprocess.run(
+        [*exe, "phantom", "--preview", str(dataset / "case_0000"), "-o", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+    r = subprocess.run([*exe, "phantom", "--count", "0", "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "--count must be at least 1" in r.stderr
+    r = subprocess.run([*exe, "phantom", "--preview", str(tmp_path), "-o", str(png)], capture_output=True, text=True)
+    assert r.returncode == 2 and "error" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_sample_case_is_a_complete_case():
+    sample = ROOT / "Resources" / "SampleData" / "phantom" / "case_0000"
+    case = open_case(sample)
+    assert case.meta["synthetic"] is True and not case.meta["partial_view"]
+    assert all(case.meta["landmarks_in_us_field_of_view"].values())
+    meta = json.loads((sample.parent / "dataset.json").read_text())
+    assert (meta["seed"], meta["count"]) == (2026, 1)
+    assert sum(p.stat().st_size for p in sample.iterdir()) < 5_000_000
