@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "LandmarkInit" / "LandmarkInitLib"
 SLICER_BUNDLED = {"numpy", "vtk", "vtkmodules", "SimpleITK", "slicer", "onnxruntime"}
 # Sub-packages that run only outside Slicer (phantom generation; later training, evaluation) may use more.
-OUTSIDE_SLICER_ONLY: set[str] = {"phantom"}
+OUTSIDE_SLICER_ONLY: set[str] = {"phantom", "training", "evaluation"}
+# torch is optional at run time: the runtime imports it lazily, only for TorchScript models.
+OPTIONAL_IMPORTS = {"detection/runtime.py": {"torch"}}
 
 
 def library_files():
@@ -39,7 +41,8 @@ def test_library_imports_only_what_slicer_bundles():
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
-                if top not in stdlib and top not in SLICER_BUNDLED and top != "LandmarkInitLib":
+                optional = OPTIONAL_IMPORTS.get(str(path.relative_to(LIB)), set())
+                if top not in stdlib and top not in SLICER_BUNDLED | optional and top != "LandmarkInitLib":
                     offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert not offenders, offenders
 
@@ -51,5 +54,18 @@ def test_pure_modules_import_without_slicer_or_vtk():
         "import LandmarkInitLib.landmarks, LandmarkInitLib.errors, LandmarkInitLib.report\n"
         "bad = [m for m in ('slicer', 'vtk', 'vtkmodules') if m in sys.modules]\n"
         "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_onnx_runtime_path_works_without_torch_installed():
+    """The Slicer-side import graph: runtime, model card, preprocessing load with torch made unimportable."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['monai'] = None; sys.modules['scipy'] = None\n"
+        "sys.modules['matplotlib'] = None\n"
+        "from LandmarkInitLib.detection import runtime, model_card, preprocess, model_grid\n"
+        "from LandmarkInitLib import dataset, markups_io, transform_io, live_update, resources\n"
+        "assert not runtime.torch_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

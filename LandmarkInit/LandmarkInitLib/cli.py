@@ -110,6 +110,93 @@ def cmd_phantom(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    try:
+        from .training.train import TrainConfig, train
+    except ImportError as e:
+        raise LandmarkInitError(f"training needs torch and MONAI ({e}); run `make setup` in the repository") from None
+    cfg = TrainConfig(
+        data=str(args.data),
+        modality=args.modality,
+        method=args.method,
+        output=str(args.output),
+        val_data=str(args.val_data) if args.val_data else None,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        seed=args.seed,
+        channels=args.channels,
+        reg_weight=args.reg_weight,
+        augment=not args.no_augment,
+        max_cases=args.max_cases,
+        threads=args.threads,
+        grid_shape=args.grid_shape,
+        grid_spacing_mm=args.grid_spacing,
+    )
+    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"{args.output}: best validation MRE {result['best_val_mre_mm']:.2f} mm")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    try:
+        from .training.export import export_run
+    except ImportError as e:
+        raise LandmarkInitError(f"export needs torch and onnx ({e}); run `make setup` in the repository") from None
+    card = export_run(args.run, args.output, name=args.name, force=args.force)
+    print(f"wrote {card} with {card.with_suffix('.onnx').name} and {card.with_suffix('.pt').name}")
+    return EXIT_OK
+
+
+def cmd_detect(args) -> int:
+
+    from .detection.runtime import LandmarkDetector
+    from .landmark_set import LandmarkSet
+    from .markups_io import create_landmarks_node, write_landmarks_file
+    from .output_files import check_writable
+    from .resources import default_model_card
+    from .scene import create_context
+
+    if not str(args.output).lower().endswith(".mrk.json"):
+        raise LandmarkInitError(f"{args.output}: write detected landmarks as Slicer markups, a .mrk.json name")
+    sidecar = Path(str(args.output)[: -len(".mrk.json")] + ".detection.json")
+    check_writable(args.output, args.force)
+    check_writable(sidecar, args.force)
+    card = args.model or default_model_card(args.modality)
+    detector = LandmarkDetector.from_card(card, backend=args.backend)
+    if detector.card.modality != args.modality:
+        raise LandmarkInitError(
+            f"model {card} is a {detector.card.modality.upper()} model but --modality is {args.modality}; "
+            "give a model of the volume's modality"
+        )
+    detection = detector.detect_file(args.volume)
+    context = create_context()
+    node = create_landmarks_node(context.scene, LandmarkSet(detection.labels, detection.points_ras), args.modality)
+    for i, spread in enumerate(detection.spread_mm):
+        text = node.GetNthControlPointDescription(i)
+        node.SetNthControlPointDescription(i, f"{text}; spread {spread:.1f} mm" if spread == spread else text)
+    write_landmarks_file(context, node, args.output, force=args.force)
+    from .report import write_json
+
+    write_json({**detection.as_dict(), "volume": str(args.volume), "model_card": str(card)}, sidecar, force=args.force)
+    for label, p, s in zip(detection.labels, detection.points_ras, detection.spread_mm, strict=True):
+        print(f"{label:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}   spread {s:5.1f} mm")
+    for flag in detection.flags:
+        print(f"warning: {flag}", file=sys.stderr)
+    print(f"wrote {args.output} and {sidecar.name} ({detection.backend}, {detection.seconds['total']:.2f} s)")
+    return EXIT_OK
+
+
+def cmd_evaluate_detectors(args) -> int:
+    from .evaluation.detectors import evaluate_cards, write_report
+
+    results = evaluate_cards(args.models, args.data, progress=not args.quiet, backend=args.backend)
+    report = write_report(results, args.output_dir, data_description=args.description or "")
+    print(report.read_text())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="landmarkinit",
@@ -219,6 +306,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="regenerate cases (or the PNG) that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser(
+        "train",
+        help="train a landmark detector (torch, MONAI) on a phantom dataset",
+        description=(
+            "Train one detector for one modality. Methods (Fang et al. 2023, Table 1): dsnt (U-Net + DSNT), "
+            "dsnt-var (+ variance regularization), dsnt-dist (+ distance-map regularization), regression "
+            "(fully connected coordinate head), heatmap (Gaussian heatmap matching). Runs on CPU or GPU; launch "
+            "with torchrun for DistributedDataParallel on several processes or nodes."
+        ),
+    )
+    p.add_argument("--data", required=True, type=Path, help="training dataset folder (landmarkinit phantom layout)")
+    p.add_argument("--val-data", type=Path, help="validation dataset folder (default: the last 15%% of --data)")
+    p.add_argument("--modality", required=True, choices=("mr", "us"))
+    p.add_argument("--method", required=True, choices=("dsnt", "dsnt-var", "dsnt-dist", "regression", "heatmap"))
+    p.add_argument("--output", required=True, type=Path, metavar="RUN", help="run folder (checkpoints, curve, config)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-4; default 1e-3)")
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant (default) or cosine annealing to zero over the epochs",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128], help="U-Net / encoder widths")
+    p.add_argument("--reg-weight", type=float, help="lambda_2 of the regularizer (default: the paper's value)")
+    p.add_argument("--grid-shape", type=int, nargs=3, metavar=("I", "J", "K"), help="model grid size in voxels")
+    p.add_argument("--grid-spacing", type=float, metavar="MM", help="model grid spacing in mm")
+    p.add_argument("--max-cases", type=int, help="use only the first N training cases")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--no-augment", action="store_true", help="no spatial or intensity augmentation")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "export",
+        help="export a training run to ONNX + TorchScript + model card",
+        description="Write OUTPUT.onnx, OUTPUT.pt (TorchScript) and OUTPUT.json (model card with "
+        "checksums, grid, normalization, training data and validation metrics) from the "
+        "best checkpoint of RUN; checks that both exports agree with torch.",
+    )
+    p.add_argument("run", type=Path, help="training run folder")
+    p.add_argument(
+        "--output", required=True, type=Path, help="output path without extension, e.g. Resources/Models/us_landmarks"
+    )
+    p.add_argument("--name", help="model name recorded in the card (default: the output name)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "detect",
+        help="detect the three landmarks on one volume",
+        description="Detect apex, bladder neck and posterior median on an MR or US volume and write "
+        "them as Slicer markups (.mrk.json, spread in each point's description) plus a "
+        "sidecar OUTPUT.detection.json (spreads, quality flags, backend, timing).",
+    )
+    p.add_argument("--volume", required=True, type=Path, help="volume file (.nrrd, .nii, .nii.gz, .mha)")
+    p.add_argument("--modality", required=True, choices=("mr", "us"))
+    p.add_argument("--model", type=Path, help="model card JSON (default: the shipped model of the modality)")
+    p.add_argument("--output", required=True, type=Path, help="landmarks file to write (.mrk.json)")
+    p.add_argument(
+        "--backend",
+        choices=("onnx", "torchscript", "auto"),
+        default="onnx",
+        help="onnx (default), torchscript (needs torch), or auto",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser(
+        "evaluate-detectors",
+        help="Table 1: detector accuracy on held-out cases",
+        description="Run exported detectors (model cards) on a held-out dataset and write MRE +- SD "
+        "per modality and landmark, SDR at 2/2.5/3/4 mm, Wilcoxon tests, box plots and a "
+        "markdown table to OUTPUT_DIR.",
+    )
+    p.add_argument("--models", required=True, nargs="+", type=Path, help="model cards to evaluate")
+    p.add_argument("--data", required=True, type=Path, help="held-out dataset folder")
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--backend", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--description", help="a line describing the data, put in the report")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate_detectors)
     return parser
 
 

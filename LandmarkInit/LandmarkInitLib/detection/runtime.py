@@ -1,0 +1,177 @@
+"""Run a detector described by a model card: volume -> three landmarks in RAS, with a spread per landmark.
+
+Backends: onnxruntime (default, what Slicer users get) or TorchScript (when torch is importable, e.g. from
+Slicer's PyTorch extension). ``backend="auto"`` prefers TorchScript when torch is present and the card has a
+TorchScript file, else ONNX; the result says which ran. Weights are checksum-verified before loading; nothing
+is unpickled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..geometry import VolumeGeometry
+from .model_card import ModelCard, ModelCardError, load_card
+from .preprocess import check_volume, prepare_input, sitk_image
+
+BACKENDS = ("onnx", "torchscript")
+
+
+@dataclass
+class Detection:
+    labels: tuple[str, ...]
+    points_ras: np.ndarray  # L x 3
+    spread_mm: np.ndarray  # L (NaN where the method gives none)
+    modality: str
+    model: str
+    backend: str
+    seconds: dict = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "model": self.model,
+            "backend": self.backend,
+            "landmarks": [
+                {"label": lb, "ras": [float(v) for v in p], "spread_mm": None if np.isnan(s) else float(s)}
+                for lb, p, s in zip(self.labels, self.points_ras, self.spread_mm, strict=True)
+            ],
+            "flags": list(self.flags),
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class LandmarkDetector:
+    def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
+        if backend == "auto":
+            backend = "torchscript" if torch_available() and "torchscript" in card.data["files"] else "onnx"
+        if backend not in BACKENDS:
+            raise ModelCardError(f"unknown backend {backend!r}: use onnx, torchscript or auto")
+        self.card, self.backend = card, backend
+        path = card.verified_weights(backend)
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+        else:
+            if not torch_available():
+                raise ModelCardError("the TorchScript backend needs torch; install it or use the ONNX backend")
+            import torch
+
+            if threads:
+                torch.set_num_threads(threads)
+            self._module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    @classmethod
+    def from_card(cls, card_path, backend: str = "onnx", threads: int | None = None) -> LandmarkDetector:
+        return cls(load_card(card_path), backend, threads)
+
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend == "onnx":
+            coords, spread = self._session.run(None, {self._input: x})
+        else:
+            import torch
+
+            with torch.inference_mode():
+                coords, spread = (t.numpy() for t in self._module(torch.from_numpy(x)))
+        return np.asarray(coords, dtype=np.float64)[0], np.asarray(spread, dtype=np.float64)[0]
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        """Detect in a volume given as numpy [k, j, i] with its geometry (RAS)."""
+        check_volume(array)
+        t0 = time.perf_counter()
+        x, grid_geometry = prepare_input(
+            sitk_image(array, geometry), geometry, self.card.grid, self.card.modality, self.card.normalization
+        )
+        t1 = time.perf_counter()
+        coords, spread = self.run_network(x)
+        t2 = time.perf_counter()
+        points = self.card.grid.grid_mm_to_ras(grid_geometry, coords)
+        detection = Detection(
+            self.card.landmarks,
+            points,
+            spread,
+            self.card.modality,
+            self.card.name,
+            self.backend,
+            {"preprocess": t1 - t0, "inference": t2 - t1, "total": time.perf_counter() - t0},
+        )
+        detection.flags = quality_flags(self.card, array, geometry, detection)
+        return detection
+
+    def detect_image(self, image) -> Detection:
+        """Detect in a SimpleITK image (LPS geometry converted to RAS)."""
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3:
+            from .preprocess import InvalidVolumeError
+
+            raise InvalidVolumeError(f"the image is {image.GetDimension()}-D; landmark detection needs a 3-D volume")
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            from .preprocess import InvalidVolumeError
+
+            raise InvalidVolumeError("the image has several components per voxel; give a scalar volume")
+        return self.detect_array(
+            sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
+        )
+
+    def detect_file(self, path) -> Detection:
+        import SimpleITK as sitk
+
+        from ..errors import LandmarkFileError
+
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            raise LandmarkFileError(f"{path} could not be read as an image ({str(e).splitlines()[0][:120]})") from None
+        return self.detect_image(image)
+
+    def detect_node(self, volume_node) -> Detection:
+        """Detect in a Slicer scalar volume node (its own IJK-to-RAS; parent transforms are not applied)."""
+        import slicer
+
+        return self.detect_array(
+            slicer.util.arrayFromVolume(volume_node).astype(np.float32), VolumeGeometry.from_volume_node(volume_node)
+        )
+
+
+def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, detection: Detection) -> list[str]:
+    """Reasons not to trust a detection: a spread beyond what validation cases showed, a point outside the
+    volume, or a volume whose intensities do not look like the model's modality."""
+    flags = []
+    limit = card.data.get("qa", {}).get("spread_limit_mm")
+    for label, s, inside in zip(
+        detection.labels, detection.spread_mm, geometry.contains_ras(detection.points_ras), strict=True
+    ):
+        if limit is not None and not np.isnan(s) and s > limit:
+            flags.append(f"{label}: heatmap spread {s:.1f} mm exceeds {limit:.1f} mm (low confidence)")
+        if not inside:
+            flags.append(f"{label}: detected outside the volume")
+    looks_us = float(array.min()) >= 0.0 and float(array.max()) <= 255.0 and float(np.mean(array == 0)) > 0.05
+    if card.modality == "us" and not looks_us:
+        flags.append(
+            "volume does not look like B-mode ultrasound (values outside 0-255 or no zero background): "
+            "is this an MR volume given to the US model?"
+        )
+    if card.modality == "mr" and looks_us and float(array.max()) <= 255.0 and float(np.mean(array == 0)) > 0.2:
+        flags.append(
+            "volume looks like 8-bit ultrasound (0-255 with a zero background): is this a US volume given "
+            "to the MR model?"
+        )
+    return flags

@@ -1,0 +1,180 @@
+"""`landmarkinit export`: a training run -> ONNX + TorchScript + model card, checked against each other."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..detection.model_card import CARD_SCHEMA, sha256_of
+from ..detection.preprocess import NORMALIZATION
+from ..errors import LandmarkInitError
+from ..landmarks import LANDMARK_LABELS
+from .networks import ExportWrapper, build_model
+
+OPSET = 17
+AGREEMENT_TOLERANCE_MM = 1e-3  # ONNX vs TorchScript vs eager, on the coordinates
+
+
+def training_command(cfg: dict) -> str:
+    """The `landmarkinit train` command line that reproduces a run, rebuilt from its config.json."""
+    parts = ["landmarkinit train", f"--data {cfg['data']}"]
+    if cfg.get("val_data"):
+        parts.append(f"--val-data {cfg['val_data']}")
+    parts += [
+        f"--modality {cfg['modality']}",
+        f"--method {cfg['method']}",
+        f"--epochs {cfg['epochs']}",
+        f"--batch-size {cfg['batch_size']}",
+        f"--lr {cfg['lr']:g}",
+        f"--seed {cfg['seed']}",
+        f"--lr-schedule {cfg.get('lr_schedule', 'constant')}",
+        "--channels " + " ".join(str(c) for c in cfg["channels"]),
+    ]
+    if cfg.get("reg_weight") is not None:
+        parts.append(f"--reg-weight {cfg['reg_weight']:g}")
+    if cfg.get("grid_shape"):
+        parts.append("--grid-shape " + " ".join(str(v) for v in cfg["grid_shape"]))
+    if cfg.get("grid_spacing_mm"):
+        parts.append(f"--grid-spacing {cfg['grid_spacing_mm']:g}")
+    if not cfg.get("augment", True):
+        parts.append("--no-augment")
+    if cfg.get("max_cases"):
+        parts.append(f"--max-cases {cfg['max_cases']}")
+    return " ".join(parts) + " --output RUN"
+
+
+def export_run(run, output, *, name: str | None = None, validation: dict | None = None, force: bool = False) -> Path:
+    """Write ``<output>.onnx``, ``<output>.pt`` and ``<output>.json`` (the card); returns the card path."""
+    run, output = Path(run), Path(output)
+    cfg = json.loads((run / "config.json").read_text())
+    if not (run / "best.pt").is_file():
+        raise LandmarkInitError(f"{run} has no best.pt: train first")
+    card_path = output.with_suffix(".json")
+    onnx_path, ts_path = output.with_suffix(".onnx"), output.with_suffix(".pt")
+    for p in (card_path, onnx_path, ts_path):
+        if p.exists() and not force:
+            raise LandmarkInitError(f"{p} already exists; pass --force to overwrite it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    from ..detection.model_grid import ModelGrid
+
+    grid = ModelGrid.from_dict(cfg["grid"])
+    model = build_model(cfg["method"], grid, len(LANDMARK_LABELS), cfg["channels"])
+    best = torch.load(run / "best.pt", weights_only=True)
+    model.load_state_dict(best["model"])
+    wrapper = ExportWrapper(model).eval()
+    example = torch.from_numpy(np.random.default_rng(0).random((1, 1, *grid.array_shape), dtype=np.float32))
+    with torch.no_grad():
+        eager = [t.numpy() for t in wrapper(example)]
+        traced = torch.jit.trace(wrapper, example)
+        traced.save(str(ts_path))
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(onnx_path),
+            input_names=["volume"],
+            output_names=["coords_mm", "spread_mm"],
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    import onnxruntime as ort
+
+    onnx_out = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(
+        None, {"volume": example.numpy()}
+    )
+    with torch.inference_mode():
+        ts_out = [t.numpy() for t in torch.jit.load(str(ts_path))(example)]
+    diff_onnx = float(np.max(np.abs(onnx_out[0] - eager[0])))
+    diff_ts = float(np.max(np.abs(ts_out[0] - eager[0])))
+    if max(diff_onnx, diff_ts) > AGREEMENT_TOLERANCE_MM:
+        raise LandmarkInitError(f"exported models disagree with eager torch by {max(diff_onnx, diff_ts):.2g} mm")
+
+    card = {
+        "schema": CARD_SCHEMA,
+        "name": name or output.name,
+        "modality": cfg["modality"],
+        "method": cfg["method"],
+        "landmarks": list(LANDMARK_LABELS),
+        "input_grid": grid.to_dict(),
+        "intensity_normalization": NORMALIZATION[cfg["modality"]],
+        "outputs": {
+            "coords_mm": "(1, 3, 3): landmark x, y, z in grid mm (see input_grid.coordinates), "
+            "landmark order as 'landmarks'",
+            "spread_mm": "(1, 3): RMS radius of the heatmap mass in mm (DSNT: whole heatmap; heatmap matching: "
+            "window around the peak); NaN for direct regression",
+        },
+        "network": {
+            "architecture": "MONAI Regressor" if cfg["method"] == "regression" else "MONAI UNet + DSNT",
+            "channels": cfg["channels"],
+            "activation": "LeakyReLU(0.2)",
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        "training": {
+            "data": "SYNTHETIC phantom (landmarkinit phantom), not patient data",
+            "dataset": cfg.get("data_description"),
+            "train_cases": len(cfg["train_cases"]),
+            "validation_cases": len(cfg["val_cases"]),
+            "epochs": cfg["epochs"],
+            "best_epoch": best["epoch"],
+            "batch_size": cfg["batch_size"],
+            "lr": cfg["lr"],
+            "lr_schedule": cfg.get("lr_schedule", "constant"),
+            "lambda2": cfg["lambda2"],
+            "augment": cfg["augment"],
+            "seed": cfg["seed"],
+            "command": training_command(cfg),
+        },
+        "validation": {"mre_mm": best["val_mre_mm"], **(validation or {})},
+        "files": {
+            "onnx": {"path": onnx_path.name, "sha256": sha256_of(onnx_path), "opset": OPSET},
+            "torchscript": {"path": ts_path.name, "sha256": sha256_of(ts_path), "torch": torch.__version__},
+        },
+        "export": {
+            "landmarkinit": __version__,
+            "date": datetime.date.today().isoformat(),
+            "max_abs_diff_mm": {"onnx_vs_eager": diff_onnx, "torchscript_vs_eager": diff_ts},
+            "tolerance_mm": AGREEMENT_TOLERANCE_MM,
+        },
+    }
+    card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    measured = validate_exported(card_path, cfg)
+    if measured:
+        card["validation"].update(measured["validation"])
+        card["qa"] = measured["qa"]
+        card_path.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return card_path
+
+
+def validate_exported(card_path: Path, cfg: dict) -> dict | None:
+    """Run the exported ONNX model on the run's validation cases: MRE of the file users get, and the spread
+    limit above which the runtime flags a detection (the largest validation spread, plus 25%)."""
+    from ..dataset import open_dataset
+    from ..detection.runtime import LandmarkDetector
+
+    source = cfg.get("val_data") or cfg["data"]
+    try:
+        cases = [c for c in open_dataset(source) if c.name in set(cfg["val_cases"])]
+    except LandmarkInitError:
+        return None
+    if not cases:
+        return None
+    detector = LandmarkDetector.from_card(card_path, "onnx")
+    errors, spreads = [], []
+    for case in cases:
+        detection = detector.detect_file(case.images[cfg["modality"]])
+        truth = case.landmarks(cfg["modality"]).ordered(LANDMARK_LABELS)
+        errors.append(np.linalg.norm(detection.points_ras - truth, axis=1))
+        spreads.append(detection.spread_mm)
+    errors, spreads = np.array(errors), np.array(spreads)
+    finite = spreads[np.isfinite(spreads)]
+    return {
+        "validation": {"onnx_mre_mm": float(errors.mean()), "onnx_sd_mm": float(errors.std(ddof=1)),
+                       "cases": len(cases), "data": str(source)},
+        "qa": {"spread_limit_mm": float(finite.max() * 1.25) if finite.size else None,
+               "spread_limit_rule": "1.25 x the largest spread on the validation cases"},
+    }

@@ -1,0 +1,283 @@
+"""`landmarkinit train`: one detector per (modality, method), CPU or GPU, single process or torchrun (DDP).
+
+Run folder: config.json (every setting and the data used), last.pt (resume: weights, optimizer, epoch, history),
+best.pt (weights with the lowest validation MRE), history.json, curve.png. Checkpoints hold tensors and plain
+containers only and are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..dataset import open_dataset
+from ..detection.model_grid import ModelGrid
+from ..errors import LandmarkInitError
+from ..landmarks import LANDMARK_LABELS
+from .data import LandmarkDataset, load_volumes
+from .dsnt import distance_map_regularization, euclidean_loss, gaussian_targets, variance_regularization
+from .networks import METHODS, build_model
+
+# Model grids: coarse whole-volume grids sized for CPU training (see docs/detection.md).
+DEFAULT_GRIDS = {"mr": ModelGrid((48, 48, 40), 2.0), "us": ModelGrid((48, 48, 48), 2.2)}
+HEATMAP_PEAK_WEIGHT = 100.0
+# Fang et al. 2023, section 3.1: lambda_2 for the variance and the distance-map regularizers.
+PAPER_LAMBDAS = {
+    ("mr", "dsnt-var"): 5e-4,
+    ("us", "dsnt-var"): 2e-3,
+    ("mr", "dsnt-dist"): 5e-3,
+    ("us", "dsnt-dist"): 1e-2,
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    modality: str
+    method: str
+    output: str
+    val_data: str | None = None
+    val_fraction: float = 0.15
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": annealed to 0 over the epochs
+    seed: int = 0
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    grid_shape: list[int] | None = None
+    grid_spacing_mm: float | None = None
+    reg_weight: float | None = None  # lambda_2; None = the paper's value for the method and modality
+    sigma_t_voxels: float = 1.0
+    heatmap_sigma_voxels: float = 2.0
+    augment: bool = True
+    max_cases: int | None = None
+    threads: int | None = None
+
+    def grid(self) -> ModelGrid:
+        default = DEFAULT_GRIDS[self.modality]
+        shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
+        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm)
+
+    def lambda2(self) -> float:
+        if self.reg_weight is not None:
+            return self.reg_weight
+        return PAPER_LAMBDAS.get((self.modality, self.method), 0.0)
+
+
+def _distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return world, rank
+
+
+def _split(cfg: TrainConfig):
+    train_cases = open_dataset(cfg.data)
+    if cfg.max_cases:
+        train_cases = train_cases[: cfg.max_cases]
+    if cfg.val_data:
+        val_cases = open_dataset(cfg.val_data)
+    else:
+        n_val = max(1, int(round(len(train_cases) * cfg.val_fraction)))
+        if len(train_cases) - n_val < 1:
+            raise LandmarkInitError(f"{cfg.data} holds {len(train_cases)} case(s): too few to split off validation")
+        train_cases, val_cases = train_cases[:-n_val], train_cases[-n_val:]
+    return train_cases, val_cases
+
+
+def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid):
+    coords, _, maps = model_out
+    if cfg.method == "heatmap":
+        # L2 to Gaussian targets (Payer 2016), weighted towards the peaks: a landmark's Gaussian covers ~0.03% of
+        # the grid, and an unweighted L2 let the network settle on an all-zero map (38 mm MRE on validation).
+        gauss = gaussian_targets(target, axes, cfg.heatmap_sigma_voxels * grid.spacing_mm)
+        return ((maps - gauss) ** 2 * (1.0 + HEATMAP_PEAK_WEIGHT * gauss)).mean() * 100.0
+    loss = euclidean_loss(coords, target)
+    if cfg.method == "dsnt-var":
+        from .dsnt import dsnt
+
+        _, var = dsnt(maps, axes)
+        loss = loss + cfg.lambda2() * variance_regularization(var, grid, cfg.sigma_t_voxels)
+    elif cfg.method == "dsnt-dist":
+        loss = loss + cfg.lambda2() * distance_map_regularization(maps, target, axes)
+    return loss
+
+
+@torch.no_grad()
+def evaluate_mre(model, loader) -> tuple[float, np.ndarray]:
+    model.eval()
+    errors = []
+    for x, target, _ in loader:
+        coords, _, _ = model(x)
+        errors.append(torch.linalg.vector_norm(coords - target, dim=-1).numpy())
+    errors = np.concatenate(errors)
+    return float(errors.mean()), errors
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    if cfg.method not in METHODS:
+        raise LandmarkInitError(f"unknown method {cfg.method!r}: use one of {', '.join(METHODS)}")
+    if cfg.modality not in ("mr", "us"):
+        raise LandmarkInitError(f"unknown modality {cfg.modality!r}: use mr or us")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise LandmarkInitError(f"unknown learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
+    world, rank = _distributed()
+    out = Path(cfg.output)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "last.pt").exists() and not resume:
+            raise LandmarkInitError(
+                f"{out} already holds a training run; pass --resume to continue it or choose another --output"
+            )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    grid = cfg.grid()
+    train_cases, val_cases = _split(cfg)
+    train_set = LandmarkDataset(
+        load_volumes(train_cases, cfg.modality, progress and rank == 0),
+        grid,
+        cfg.modality,
+        augment=cfg.augment,
+        seed=cfg.seed,
+    )
+    val_set = LandmarkDataset(load_volumes(val_cases, cfg.modality, progress and rank == 0), grid, cfg.modality)
+    sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=cfg.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+        drop_last=len(train_set) > cfg.batch_size,
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size)
+
+    model = build_model(cfg.method, grid, len(LANDMARK_LABELS), cfg.channels)
+    axes = (
+        (model.ax_x, model.ax_y, model.ax_z)
+        if hasattr(model, "ax_x")
+        else tuple(torch.tensor(grid.axis_mm(a), dtype=torch.float32) for a in range(3))
+    )
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history, start_epoch, best = [], 0, float("inf")
+    if resume and (out / "last.pt").exists():
+        state = torch.load(out / "last.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch, best = state["history"], state["epoch"] + 1, state["best_mre"]
+        generator.set_state(state["loader_rng"])
+    if rank == 0:
+        (out / "config.json").write_text(
+            json.dumps(
+                {
+                    **asdict(cfg),
+                    "grid": grid.to_dict(),
+                    "lambda2": cfg.lambda2(),
+                    "train_cases": [c.name for c in train_cases],
+                    "val_cases": [c.name for c in val_cases],
+                    "data_description": _describe_data(cfg.data),
+                },
+                indent=1,
+            )
+        )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        if cfg.lr_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1.0 + np.cos(np.pi * epoch / cfg.epochs))
+        train_set.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        losses = []
+        bar = tqdm(
+            train_loader,
+            desc=f"{cfg.modality}/{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress or rank != 0,
+            unit="batch",
+            leave=False,
+        )
+        for x, target, _ in bar:
+            loss = compute_loss(cfg, net(x), target, axes, grid)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if rank == 0:
+            val_mre, _ = evaluate_mre(model, val_loader)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "val_mre_mm": val_mre,
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(record)
+            if val_mre < best:
+                best = val_mre
+                torch.save({"model": model.state_dict(), "epoch": epoch + 1, "val_mre_mm": val_mre}, out / "best.pt")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best_mre": best,
+                    "loader_rng": generator.get_state(),
+                },
+                out / "last.pt",
+            )
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            plot_curve(history, out / "curve.png", f"{cfg.modality.upper()} {cfg.method}")
+            if progress:
+                print(
+                    f"{cfg.modality}/{cfg.method} epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
+                    f"val MRE {val_mre:.2f} mm ({record['seconds']:.0f} s)",
+                    flush=True,
+                )
+        if world > 1:
+            torch.distributed.barrier()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return {"history": history, "best_val_mre_mm": best, "output": str(out)}
+
+
+def _describe_data(path) -> dict:
+    meta = Path(path) / "dataset.json"
+    return json.loads(meta.read_text()) if meta.is_file() else {"path": str(path)}
+
+
+def plot_curve(history, path, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="#1f77b4", label="training loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss", color="#1f77b4")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h["val_mre_mm"] for h in history], "s-", color="#ff7f0e", label="validation MRE")
+    ax2.set_ylabel("validation MRE (mm)", color="#ff7f0e")
+    ax1.set_title(f"{title} (synthetic phantom)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,83 @@
+"""Detection time per volume (resample + inference + decode) and peak memory, per backend, each backend in its
+own process so that peak RSS is its own. Prints one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def eager_detector(card_path):
+    """Eager torch: the card's network rebuilt with MONAI and loaded with the TorchScript file's weights."""
+    import torch
+
+    from LandmarkInitLib.detection.model_card import load_card
+    from LandmarkInitLib.detection.runtime import LandmarkDetector
+    from LandmarkInitLib.training.networks import ExportWrapper, build_model
+
+    card = load_card(card_path)
+    detector = LandmarkDetector(card, "torchscript")
+    state = torch.jit.load(str(card.verified_weights("torchscript"))).state_dict()
+    model = ExportWrapper(build_model(card.data["method"], card.grid, 3, card.data["network"]["channels"])).eval()
+    model.load_state_dict(state)
+    detector._module = model
+    detector.backend = "eager torch"
+    return detector
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("card")
+    parser.add_argument("volume")
+    parser.add_argument("--backend", choices=("onnx", "torchscript", "eager"), required=True)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import SimpleITK as sitk
+
+    from LandmarkInitLib.detection.runtime import LandmarkDetector
+
+    image = sitk.ReadImage(args.volume)
+    before = rss_mb()
+    if args.backend == "eager":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        detector = eager_detector(args.card)
+    else:
+        detector = LandmarkDetector.from_card(args.card, args.backend, threads=args.threads)
+    detector.detect_image(image)  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        detector.detect_image(image)
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(
+        json.dumps(
+            {
+                "backend": detector.backend,
+                "median_s": statistics.median(times),
+                "p95_s": sorted(times)[-1],
+                "n": len(times),
+                "peak_rss_mb": peak,
+                "rss_before_model_mb": before,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
