@@ -286,5 +286,7 @@ def test_evaluate_detectors_table(smoke_run, tiny_dataset, tmp_path):
     assert summary["us_a"]["sdr"]["4mm"] == pytest.approx(float(np.mean(np.array(errors) <= 4.0)))
     text = (report_dir / "detectors.md").read_text()
     assert "Synthetic phantom data, not patient data" in text and "| us_a | US | dsnt-dist | 4 |" in text
+    in_view = [all(c.meta["landmarks_in_us_field_of_view"].values()) for c in open_dataset(tiny_dataset)]
+    assert summary["us_a"]["in_view"]["n_cases"] == sum(in_view)
     assert "Wilcoxon" in text  # identical models: p = 1
     assert (report_dir / "detector_errors_us.png").stat().st_size > 10_000

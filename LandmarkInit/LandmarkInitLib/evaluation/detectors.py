@@ -31,7 +31,7 @@ def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "
     for card_path in cards:
         card = load_card(card_path)
         detector = LandmarkDetector(card, backend=backend)
-        errors, spreads, seconds, flagged = [], [], [], 0
+        errors, spreads, seconds, flagged, in_view = [], [], [], 0, []
         for case in tqdm(cases, desc=card.name, disable=not progress, unit="case"):
             detection = detector.detect_file(case.images[card.modality])
             truth = case.landmarks(card.modality).ordered(LANDMARK_LABELS)
@@ -39,6 +39,9 @@ def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "
             spreads.append(detection.spread_mm)
             seconds.append(detection.seconds["total"])
             flagged += bool(detection.flags)
+            # phantom cases record which landmarks are inside the US fan; MR and other data: all visible
+            visible = case.meta.get("landmarks_in_us_field_of_view", {}) if card.modality == "us" else {}
+            in_view.append(all(visible.values()) if visible else True)
         results[card.name] = {
             "card": str(card_path),
             "modality": card.modality,
@@ -48,6 +51,7 @@ def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "
             "spread_mm": np.array(spreads),
             "seconds": np.array(seconds),
             "flagged_cases": flagged,
+            "in_view": np.array(in_view, dtype=bool),
         }
     return results
 
@@ -86,6 +90,11 @@ def wilcoxon_table(results: dict) -> list[dict]:
     return rows
 
 
+def _in_view_text(s: dict) -> str:
+    v = s.get("in_view")
+    return f"{v['mre_mm']:.2f} +- {v['sd_mm']:.2f} ({v['n_cases']})" if v else "-"
+
+
 def write_report(results: dict, output_dir, *, data_description: str = "") -> Path:
     import matplotlib
 
@@ -102,6 +111,7 @@ def write_report(results: dict, output_dir, *, data_description: str = "") -> Pa
             "card": r["card"],
             "median_seconds": float(np.median(r["seconds"])),
             "flagged_cases": r["flagged_cases"],
+            "in_view": summarize(r["errors_mm"][r["in_view"]]) if r["in_view"].any() else None,
         }
         for name, r in results.items()
     }
@@ -115,8 +125,8 @@ def write_report(results: dict, output_dir, *, data_description: str = "") -> Pa
         f"**Synthetic phantom data, not patient data.** {data_description}".rstrip(),
         "",
         "| model | modality | method | cases | MRE +- SD (mm) | apex | bladder neck | posterior median | "
-        "SDR 2 / 2.5 / 3 / 4 mm (%) | > 10 mm (%) | max (mm) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "SDR 2 / 2.5 / 3 / 4 mm (%) | > 10 mm (%) | max (mm) | MRE, all landmarks in view (cases) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, s in summary.items():
         pl = s["per_landmark_mre_mm"]
@@ -124,7 +134,7 @@ def write_report(results: dict, output_dir, *, data_description: str = "") -> Pa
         lines.append(
             f"| {name} | {s['modality'].upper()} | {s['method']} | {s['n_cases']} | {s['mre_mm']:.2f} +- "
             f"{s['sd_mm']:.2f} | {pl['apex']:.2f} | {pl['bladder_neck']:.2f} | {pl['posterior_median']:.2f} | "
-            f"{sdr} | {100 * s['outlier_rate']:.1f} | {s['max_mm']:.1f} |"
+            f"{sdr} | {100 * s['outlier_rate']:.1f} | {s['max_mm']:.1f} | {_in_view_text(s)} |"
         )
     if tests:
         lines += [

@@ -173,8 +173,14 @@ def validate_exported(card_path: Path, cfg: dict) -> dict | None:
     errors, spreads = np.array(errors), np.array(spreads)
     finite = spreads[np.isfinite(spreads)]
     return {
-        "validation": {"onnx_mre_mm": float(errors.mean()), "onnx_sd_mm": float(errors.std(ddof=1)),
-                       "cases": len(cases), "data": str(source)},
-        "qa": {"spread_limit_mm": float(finite.max() * 1.25) if finite.size else None,
-               "spread_limit_rule": "1.25 x the largest spread on the validation cases"},
+        "validation": {
+            "onnx_mre_mm": float(errors.mean()),
+            "onnx_sd_mm": float(errors.std(ddof=1)),
+            "cases": len(cases),
+            "data": str(source),
+        },
+        "qa": {
+            "spread_limit_mm": float(finite.max() * 1.25) if finite.size else None,
+            "spread_limit_rule": "1.25 x the largest spread on the validation cases",
+        },
     }

@@ -21,7 +21,7 @@ from ..detection.model_grid import ModelGrid
 from ..errors import LandmarkInitError
 from ..landmarks import LANDMARK_LABELS
 from .data import LandmarkDataset, load_volumes
-from .dsnt import distance_map_regularization, euclidean_loss, gaussian_targets, variance_regularization
+from .dsnt import distance_map_regularization, dsnt, euclidean_loss, gaussian_targets, variance_regularization
 from .networks import METHODS, build_model
 
 # Model grids: coarse whole-volume grids sized for CPU training (see docs/detection.md).
@@ -102,8 +102,6 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid):
         return ((maps - gauss) ** 2 * (1.0 + HEATMAP_PEAK_WEIGHT * gauss)).mean() * 100.0
     loss = euclidean_loss(coords, target)
     if cfg.method == "dsnt-var":
-        from .dsnt import dsnt
-
         _, var = dsnt(maps, axes)
         loss = loss + cfg.lambda2() * variance_regularization(var, grid, cfg.sigma_t_voxels)
     elif cfg.method == "dsnt-dist":
