@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 DEMO_OUT := build/demo
+SAMPLE_CASE := Resources/SampleData/phantom/case_0000
 
 .PHONY: setup test demo bench lint lock clean
 
@@ -27,10 +28,20 @@ test: setup
 
 demo: setup
 	@mkdir -p $(DEMO_OUT)
+	@echo "== 1. register the shipped landmark pair (Resources/SampleData/landmarks) =="
 	$(VENV)/bin/landmarkinit register \
 	    --moving-landmarks Resources/SampleData/landmarks/mr_landmarks.mrk.json \
 	    --fixed-landmarks Resources/SampleData/landmarks/us_landmarks.mrk.json \
 	    --output $(DEMO_OUT)/mr_to_us.h5 --report $(DEMO_OUT)/report.json --force
+	@echo "== 2. detect the landmarks on the synthetic sample case (shipped models), then register =="
+	$(VENV)/bin/landmarkinit detect --volume $(SAMPLE_CASE)/mr.nrrd --modality mr \
+	    --output $(DEMO_OUT)/mr_detected.mrk.json --force
+	$(VENV)/bin/landmarkinit detect --volume $(SAMPLE_CASE)/us.nrrd --modality us \
+	    --output $(DEMO_OUT)/us_detected.mrk.json --force
+	$(VENV)/bin/landmarkinit register --moving-landmarks $(DEMO_OUT)/mr_detected.mrk.json \
+	    --fixed-landmarks $(DEMO_OUT)/us_detected.mrk.json \
+	    --output $(DEMO_OUT)/mr_to_us_detected.h5 --report $(DEMO_OUT)/report_detected.json --force
+	@echo "(ground truth of the sample case: $(SAMPLE_CASE)/mr_to_us.h5; synthetic data)"
 
 bench: setup
 	$(PY) Testing/bench/run_benchmarks.py --output docs/benchmarks.md
