@@ -7,6 +7,7 @@ failure.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -174,8 +175,8 @@ def cmd_detect(args) -> int:
     context = create_context()
     node = create_landmarks_node(context.scene, LandmarkSet(detection.labels, detection.points_ras), args.modality)
     for i, spread in enumerate(detection.spread_mm):
-        text = node.GetNthControlPointDescription(i)
-        node.SetNthControlPointDescription(i, f"{text}; spread {spread:.1f} mm" if spread == spread else text)
+        if not math.isnan(spread):  # direct regression models give no spread
+            node.SetNthControlPointDescription(i, f"{node.GetNthControlPointDescription(i)}; spread {spread:.1f} mm")
     write_landmarks_file(context, node, args.output, force=args.force)
     from .report import write_json
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..geometry import VolumeGeometry
 from .model_card import ModelCard, ModelCardError, load_card
-from .preprocess import check_volume, prepare_input, sitk_image
+from .preprocess import InvalidVolumeError, check_volume, prepare_input, sitk_image
 
 BACKENDS = ("onnx", "torchscript")
 
@@ -120,12 +120,8 @@ class LandmarkDetector:
         import SimpleITK as sitk
 
         if image.GetDimension() != 3:
-            from .preprocess import InvalidVolumeError
-
             raise InvalidVolumeError(f"the image is {image.GetDimension()}-D; landmark detection needs a 3-D volume")
         if image.GetNumberOfComponentsPerPixel() != 1:
-            from .preprocess import InvalidVolumeError
-
             raise InvalidVolumeError("the image has several components per voxel; give a scalar volume")
         return self.detect_array(
             sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
