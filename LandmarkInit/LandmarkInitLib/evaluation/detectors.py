@@ -22,11 +22,13 @@ SDR_THRESHOLDS_MM = (2.0, 2.5, 3.0, 4.0)
 OUTLIER_MM = 10.0
 
 
-def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "onnx") -> dict:
-    """Errors (cases x landmarks, mm) of each model card on the cases in ``data``."""
+def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "onnx", case_names=None) -> dict:
+    """Errors (cases x landmarks, mm) of each model card on the cases in ``data`` (only ``case_names`` if given)."""
     from tqdm import tqdm
 
     cases = open_dataset(data)
+    if case_names is not None:
+        cases = [c for c in cases if c.name in set(case_names)]
     results = {}
     for card_path in cards:
         card = load_card(card_path)

@@ -160,30 +160,22 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
 def validate_exported(card_path: Path, cfg: dict) -> dict | None:
     """Run the exported ONNX model on the run's validation cases: MRE of the file users get, and the spread
     limit above which the runtime flags a detection (the largest validation spread, plus 25%)."""
-    from ..dataset import open_dataset
-    from ..detection.runtime import LandmarkDetector
+    from ..evaluation.detectors import evaluate_cards, summarize
 
     source = cfg.get("val_data") or cfg["data"]
     try:
-        cases = [c for c in open_dataset(source) if c.name in set(cfg["val_cases"])]
+        (result,) = evaluate_cards([card_path], source, progress=False, case_names=cfg["val_cases"]).values()
     except LandmarkInitError:
         return None
-    if not cases:
+    if len(result["cases"]) == 0:
         return None
-    detector = LandmarkDetector.from_card(card_path, "onnx")
-    errors, spreads = [], []
-    for case in cases:
-        detection = detector.detect_file(case.images[cfg["modality"]])
-        truth = case.landmarks(cfg["modality"]).ordered(LANDMARK_LABELS)
-        errors.append(np.linalg.norm(detection.points_ras - truth, axis=1))
-        spreads.append(detection.spread_mm)
-    errors, spreads = np.array(errors), np.array(spreads)
-    finite = spreads[np.isfinite(spreads)]
+    stats = summarize(result["errors_mm"])
+    finite = result["spread_mm"][np.isfinite(result["spread_mm"])]
     return {
         "validation": {
-            "onnx_mre_mm": float(errors.mean()),
-            "onnx_sd_mm": float(errors.std(ddof=1)),
-            "cases": len(cases),
+            "onnx_mre_mm": stats["mre_mm"],
+            "onnx_sd_mm": stats["sd_mm"],
+            "cases": stats["n_cases"],
             "data": str(source),
         },
         "qa": {
