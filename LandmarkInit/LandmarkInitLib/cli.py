@@ -131,6 +131,7 @@ def cmd_train(args) -> int:
         reg_weight=args.reg_weight,
         augment=not args.no_augment,
         max_cases=args.max_cases,
+        max_offset_mm=args.max_offset,
         threads=args.threads,
         grid_shape=args.grid_shape,
         grid_spacing_mm=args.grid_spacing,
@@ -150,9 +151,19 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_two_stage(args) -> int:
+    from .detection.model_card import write_two_stage_card
+
+    card = write_two_stage_card(
+        args.global_card, args.local_card, args.output, iterations=args.iterations, name=args.name, force=args.force
+    )
+    print(f"wrote {card}")
+    return EXIT_OK
+
+
 def cmd_detect(args) -> int:
 
-    from .detection.runtime import LandmarkDetector
+    from .detection.runtime import open_detector
     from .landmark_set import LandmarkSet
     from .markups_io import create_landmarks_node, write_landmarks_file
     from .output_files import check_writable
@@ -165,7 +176,7 @@ def cmd_detect(args) -> int:
     check_writable(args.output, args.force)
     check_writable(sidecar, args.force)
     card = args.model or default_model_card(args.modality)
-    detector = LandmarkDetector.from_card(card, backend=args.backend)
+    detector = open_detector(card, backend=args.backend)
     if detector.card.modality != args.modality:
         raise LandmarkInitError(
             f"model {card} is a {detector.card.modality.upper()} model but --modality is {args.modality}; "
@@ -315,13 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
             "Train one detector for one modality. Methods (Fang et al. 2023, Table 1): dsnt (U-Net + DSNT), "
             "dsnt-var (+ variance regularization), dsnt-dist (+ distance-map regularization), regression "
             "(fully connected coordinate head), heatmap (Gaussian heatmap matching). Runs on CPU or GPU; launch "
-            "with torchrun for DistributedDataParallel on several processes or nodes."
+            "with torchrun for DistributedDataParallel on several processes or nodes. Global-to-local "
+            "(Noothout et al. 2020): g2l-global (patch regression + classification FCNN on the whole volume); "
+            "local refinement on fine patches around each landmark: g2l-local (the same FCNN) or dsnt-local "
+            "(U-Net + DSNT with distance-map regularization). Combine a global and a local model with "
+            "`landmarkinit two-stage`."
         ),
     )
     p.add_argument("--data", required=True, type=Path, help="training dataset folder (landmarkinit phantom layout)")
     p.add_argument("--val-data", type=Path, help="validation dataset folder (default: the last 15%% of --data)")
     p.add_argument("--modality", required=True, choices=("mr", "us"))
-    p.add_argument("--method", required=True, choices=("dsnt", "dsnt-var", "dsnt-dist", "regression", "heatmap"))
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=("dsnt", "dsnt-var", "dsnt-dist", "regression", "heatmap", "g2l-global", "g2l-local", "dsnt-local"),
+    )
     p.add_argument("--output", required=True, type=Path, metavar="RUN", help="run folder (checkpoints, curve, config)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=4)
@@ -339,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-spacing", type=float, metavar="MM", help="model grid spacing in mm")
     p.add_argument("--max-cases", type=int, help="use only the first N training cases")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument(
+        "--max-offset",
+        type=float,
+        default=10.0,
+        metavar="MM",
+        help="local methods: largest distance of a training patch centre from its landmark (default 10)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no spatial or intensity augmentation")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -358,6 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "two-stage",
+        help="combine a global detector and a local refinement model into one two-stage model card",
+        description="Write a model card that runs GLOBAL on the whole volume, then LOCAL on fine patches around "
+        "each landmark's estimate (--iterations passes). `landmarkinit detect --model CARD` runs it.",
+    )
+    p.add_argument("--global", dest="global_card", required=True, type=Path, help="model card of the global stage")
+    p.add_argument("--local", dest="local_card", required=True, type=Path, help="model card of the local stage")
+    p.add_argument("--output", required=True, type=Path, help="two-stage model card to write (.json)")
+    p.add_argument("--iterations", type=int, default=2, help="local refinement passes (default 2)")
+    p.add_argument("--name", help="model name recorded in the card (default: the output name)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing card")
+    p.set_defaults(func=cmd_two_stage)
 
     p = sub.add_parser(
         "detect",

@@ -49,7 +49,7 @@ def main():
     args = parser.parse_args()
     import SimpleITK as sitk
 
-    from LandmarkInitLib.detection.runtime import LandmarkDetector
+    from LandmarkInitLib.detection.runtime import open_detector
 
     image = sitk.ReadImage(args.volume)
     before = status_mb("VmRSS")
@@ -59,7 +59,7 @@ def main():
         torch.set_num_threads(args.threads)
         detector = eager_detector(args.card)
     else:
-        detector = LandmarkDetector.from_card(args.card, args.backend, threads=args.threads)
+        detector = open_detector(args.card, args.backend, threads=args.threads)
     detector.detect_image(image)  # warm-up
     times = []
     for _ in range(args.repeats):

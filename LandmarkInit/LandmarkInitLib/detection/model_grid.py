@@ -1,7 +1,8 @@
 """The model input grid and the coordinate convention of the network outputs, defined once.
 
 Model grid: ``shape_ijk`` voxels of isotropic ``spacing_mm``, whose index axes are the input volume's own index
-axes (the volume's IJK-to-RAS direction columns, not permuted), centred on the centre of the volume's extent.
+axes (the volume's IJK-to-RAS direction columns, not permuted), centred on the centre of the volume's extent
+(global detectors) or on a RAS point (local refinement patches, ``geometry_centred_at``).
 Networks therefore see a volume as it was acquired (MR: axial series; US: probe-aligned axes).
 
 Network coordinates ("grid mm"): (x, y, z) along the grid's (I, J, K) axes, in millimetres, relative to the
@@ -38,7 +39,11 @@ class ModelGrid:
         """The grid placed on ``volume``: its axes, centred on its extent. ``pose`` (4x4, optional) moves the
         grid rigidly about its own centre, in grid-mm coordinates (training augmentation)."""
         centre_ijk = (np.asarray(volume.size_ijk, dtype=float) - 1.0) / 2.0
-        centre = volume.ijk_to_ras_points(centre_ijk)
+        return self.geometry_centred_at(volume, volume.ijk_to_ras_points(centre_ijk), pose)
+
+    def geometry_centred_at(self, volume: VolumeGeometry, centre_ras, pose: np.ndarray | None = None) -> VolumeGeometry:
+        """The grid with ``volume``'s axes, its centre voxel position at ``centre_ras`` (moved by ``pose``)."""
+        centre = np.asarray(centre_ras, dtype=float).reshape(3)
         direction = volume.direction_ras.copy()
         if pose is not None:
             centre = centre + direction @ pose[:3, 3]
@@ -55,6 +60,15 @@ class ModelGrid:
     def ras_to_grid_mm(self, grid_geometry: VolumeGeometry, points_ras) -> np.ndarray:
         ijk = grid_geometry.ras_to_ijk_points(points_ras)
         return (ijk - (np.asarray(self.shape_ijk) - 1) / 2.0) * self.spacing_mm
+
+    def cell_centres_mm(self, stride: int, axis: int) -> np.ndarray:
+        """Grid-mm centres of the patches ("cells") of a fully convolutional network with total ``stride``:
+        cell c of an axis covers voxels c*stride ... c*stride + stride - 1, and its centre is their mean."""
+        n = self.shape_ijk[axis]
+        if n % stride:
+            raise ValueError(f"grid axis {axis} has {n} voxels, not a multiple of the network stride {stride}")
+        first = np.arange(n // stride, dtype=np.float64) * stride
+        return (first + (stride - 1) / 2.0 - (n - 1) / 2.0) * self.spacing_mm
 
     def to_dict(self) -> dict:
         return {

@@ -1,5 +1,8 @@
 """Preprocessing shared byte-for-byte by training and inference: resample a volume onto the model grid
-(SimpleITK, linear interpolation, 0 outside the volume) and normalize its intensities per modality."""
+(SimpleITK, linear interpolation, 0 outside the volume) and normalize its intensities per modality.
+
+Local refinement patches are normalized on their own: an MR patch by its own percentiles, so that the same patch
+gives the same input whatever the rest of the volume holds."""
 
 from __future__ import annotations
 
@@ -75,3 +78,23 @@ def prepare_input(
     grid_geometry = grid.geometry_for(volume_geometry, pose)
     array = normalize(resample_to_grid(image, grid_geometry), modality, normalization)
     return array[None, None], grid_geometry
+
+
+def prepare_patches(
+    image,
+    volume_geometry: VolumeGeometry,
+    grid: ModelGrid,
+    centres_ras,
+    modality: str,
+    normalization: dict | None = None,
+    poses=None,
+):
+    """One patch per RAS centre (N x 3) -> (network input [N, 1, D, H, W] float32, list of N patch geometries).
+    Patches reaching beyond the volume are padded with 0 before normalization (landmarks near a border)."""
+    centres = np.asarray(centres_ras, dtype=float).reshape(-1, 3)
+    arrays, geometries = [], []
+    for n, centre in enumerate(centres):
+        geometry = grid.geometry_centred_at(volume_geometry, centre, None if poses is None else poses[n])
+        arrays.append(normalize(resample_to_grid(image, geometry), modality, normalization))
+        geometries.append(geometry)
+    return np.stack(arrays)[:, None], geometries

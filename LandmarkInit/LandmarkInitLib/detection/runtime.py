@@ -1,5 +1,8 @@
 """Run a detector described by a model card: volume -> three landmarks in RAS, with a spread per landmark.
 
+Detectors: LandmarkDetector (one whole-volume network), TwoStageDetector (a global detector followed by local
+refinement, LocalRefiner); open_detector() picks the one a card describes.
+
 Backends: onnxruntime (default, what Slicer users get) or TorchScript (when torch is importable, e.g. from
 Slicer's PyTorch extension). ``backend="auto"`` prefers TorchScript when torch is present and the card has a
 TorchScript file, else ONNX; the result says which ran. Weights are checksum-verified before loading; nothing
@@ -15,7 +18,7 @@ import numpy as np
 
 from ..geometry import VolumeGeometry
 from .model_card import ModelCard, ModelCardError, load_card
-from .preprocess import InvalidVolumeError, check_volume, prepare_input, sitk_image
+from .preprocess import InvalidVolumeError, check_volume, prepare_input, prepare_patches, sitk_image
 
 BACKENDS = ("onnx", "torchscript")
 
@@ -30,6 +33,7 @@ class Detection:
     backend: str
     seconds: dict = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    global_points_ras: np.ndarray | None = None  # two-stage detectors: the global stage's points
 
     def as_dict(self) -> dict:
         return {
@@ -42,7 +46,11 @@ class Detection:
             ],
             "flags": list(self.flags),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-        }
+        } | (
+            {}
+            if self.global_points_ras is None
+            else {"global_stage_ras": [[float(v) for v in p] for p in self.global_points_ras]}
+        )
 
 
 def torch_available() -> bool:
@@ -53,7 +61,9 @@ def torch_available() -> bool:
     return True
 
 
-class LandmarkDetector:
+class NetworkSession:
+    """One exported network file (checksum-verified) on onnxruntime or TorchScript."""
+
     def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
         if backend == "auto":
             backend = "torchscript" if torch_available() and "torchscript" in card.data["files"] else "onnx"
@@ -78,11 +88,8 @@ class LandmarkDetector:
                 torch.set_num_threads(threads)
             self._module = torch.jit.load(str(path), map_location="cpu").eval()
 
-    @classmethod
-    def from_card(cls, card_path, backend: str = "onnx", threads: int | None = None) -> LandmarkDetector:
-        return cls(load_card(card_path), backend, threads)
-
-    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network input -> (coords, spread) as float64, batch dimension kept."""
         if self.backend == "onnx":
             coords, spread = self._session.run(None, {self._input: x})
         else:
@@ -90,30 +97,21 @@ class LandmarkDetector:
 
             with torch.inference_mode():
                 coords, spread = (t.numpy() for t in self._module(torch.from_numpy(x)))
-        return np.asarray(coords, dtype=np.float64)[0], np.asarray(spread, dtype=np.float64)[0]
+        return np.asarray(coords, dtype=np.float64), np.asarray(spread, dtype=np.float64)
+
+
+class VolumeDetector:
+    """Entry points shared by the detectors: numpy + geometry, SimpleITK image, file, Slicer node."""
+
+    card: ModelCard
+    backend: str
+
+    def detection(self, points_ras, spread_mm, seconds: dict) -> Detection:
+        card = self.card
+        return Detection(card.landmarks, points_ras, spread_mm, card.modality, card.name, self.backend, seconds)
 
     def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
-        """Detect in a volume given as numpy [k, j, i] with its geometry (RAS)."""
-        check_volume(array)
-        t0 = time.perf_counter()
-        x, grid_geometry = prepare_input(
-            sitk_image(array, geometry), geometry, self.card.grid, self.card.modality, self.card.normalization
-        )
-        t1 = time.perf_counter()
-        coords, spread = self.run_network(x)
-        t2 = time.perf_counter()
-        points = self.card.grid.grid_mm_to_ras(grid_geometry, coords)
-        detection = Detection(
-            self.card.landmarks,
-            points,
-            spread,
-            self.card.modality,
-            self.card.name,
-            self.backend,
-            {"preprocess": t1 - t0, "inference": t2 - t1, "total": time.perf_counter() - t0},
-        )
-        detection.flags = quality_flags(self.card, array, geometry, detection)
-        return detection
+        raise NotImplementedError
 
     def detect_image(self, image) -> Detection:
         """Detect in a SimpleITK image (LPS geometry converted to RAS)."""
@@ -145,6 +143,117 @@ class LandmarkDetector:
         return self.detect_array(
             slicer.util.arrayFromVolume(volume_node).astype(np.float32), VolumeGeometry.from_volume_node(volume_node)
         )
+
+
+class StageNetwork:
+    """A network of one stage ("global" or "local"), opened from a card of that stage."""
+
+    stage = ""
+
+    def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
+        if card.stage != self.stage:
+            raise ModelCardError(
+                f"{card.path} is a {card.stage} model card, not a {self.stage} one; open_detector() opens any card"
+            )
+        self.network = NetworkSession(card, backend, threads)
+        self.card, self.backend = card, self.network.backend
+
+
+class LandmarkDetector(StageNetwork, VolumeDetector):
+    """A global (whole-volume) detector."""
+
+    stage = "global"
+
+    @classmethod
+    def from_card(cls, card_path, backend: str = "onnx", threads: int | None = None) -> LandmarkDetector:
+        return cls(load_card(card_path), backend, threads)
+
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        coords, spread = self.network.run(x)
+        return coords[0], spread[0]
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        """Detect in a volume given as numpy [k, j, i] with its geometry (RAS)."""
+        check_volume(array)
+        t0 = time.perf_counter()
+        x, grid_geometry = prepare_input(
+            sitk_image(array, geometry), geometry, self.card.grid, self.card.modality, self.card.normalization
+        )
+        t1 = time.perf_counter()
+        coords, spread = self.run_network(x)
+        t2 = time.perf_counter()
+        points = self.card.grid.grid_mm_to_ras(grid_geometry, coords)
+        detection = self.detection(
+            points, spread, {"preprocess": t1 - t0, "inference": t2 - t1, "total": time.perf_counter() - t0}
+        )
+        detection.flags = quality_flags(self.card, array, geometry, detection)
+        return detection
+
+
+class LocalRefiner(StageNetwork):
+    """A local refinement stage: one patch per landmark on the card's fine grid, centred on the landmark's
+    current estimate; the network's answer for landmark i in patch i (patch grid mm) is mapped back to RAS."""
+
+    stage = "local"
+
+    @property
+    def trained_offset_mm(self) -> float:
+        return float(self.card.data.get("training", {}).get("max_offset_mm", np.inf))
+
+    def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
+        """(SimpleITK image, its RAS geometry, L x 3 starting points) -> (L x 3 refined RAS points, L spreads)."""
+        grid = self.card.grid
+        x, patches = prepare_patches(image, geometry, grid, points_ras, self.card.modality, self.card.normalization)
+        coords, spread = self.network.run(x)
+        refined = np.array([grid.grid_mm_to_ras(g, c[None])[0] for g, c in zip(patches, coords, strict=True)])
+        return refined, spread
+
+
+class TwoStageDetector(VolumeDetector):
+    """Global detector, then ``iterations`` passes of local refinement, each re-centred on the last answer."""
+
+    def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
+        if card.stage != "two-stage":
+            raise ModelCardError(f"{card.path} is a {card.stage} model card, not a two-stage detector")
+        self.card = card
+        self.global_stage = LandmarkDetector(card.stage_card("global"), backend, threads)
+        self.local_stage = LocalRefiner(card.stage_card("local"), backend, threads)
+        self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
+        self.backend = self.global_stage.backend
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        t0 = time.perf_counter()
+        coarse = self.global_stage.detect_array(array, geometry)
+        t1 = time.perf_counter()
+        image = sitk_image(array, geometry)
+        points, spread = coarse.points_ras, coarse.spread_mm
+        for _ in range(self.iterations):
+            points, spread = self.local_stage.refine(image, geometry, points)
+        t2 = time.perf_counter()
+        detection = self.detection(points, spread, {"global": t1 - t0, "local": t2 - t1, "total": t2 - t0})
+        detection.global_points_ras = coarse.points_ras
+        detection.flags = quality_flags(self.local_stage.card, array, geometry, detection)
+        detection.flags += [f"global stage: {f}" for f in coarse.flags if "spread" in f]
+        moved = np.linalg.norm(points - coarse.points_ras, axis=1)
+        for label, distance in zip(self.card.landmarks, moved, strict=True):
+            if distance > self.local_stage.trained_offset_mm:
+                detection.flags.append(
+                    f"{label}: local refinement moved the global estimate by {distance:.1f} mm, more than the "
+                    f"{self.local_stage.trained_offset_mm:g} mm it was trained for (unreliable global estimate)"
+                )
+        return detection
+
+
+def open_detector(card, backend: str = "onnx", threads: int | None = None) -> VolumeDetector:
+    """The detector a model card (path or ModelCard) describes: global or two-stage."""
+    card = card if isinstance(card, ModelCard) else load_card(card)
+    if card.stage == "two-stage":
+        return TwoStageDetector(card, backend, threads)
+    if card.stage == "local":
+        raise ModelCardError(
+            f"{card.path} is a local refinement model: it needs starting points; use the two-stage card that names it"
+        )
+    return LandmarkDetector(card, backend, threads)
 
 
 def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, detection: Detection) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..dataset import open_dataset
 from ..detection.model_card import load_card
-from ..detection.runtime import LandmarkDetector
+from ..detection.runtime import open_detector
 from ..landmarks import LANDMARK_LABELS
 
 SDR_THRESHOLDS_MM = (2.0, 2.5, 3.0, 4.0)
@@ -32,7 +32,7 @@ def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "
     results = {}
     for card_path in cards:
         card = load_card(card_path)
-        detector = LandmarkDetector(card, backend=backend)
+        detector = open_detector(card, backend=backend)
         errors, spreads, seconds, flagged, in_view = [], [], [], 0, []
         for case in tqdm(cases, desc=card.name, disable=not progress, unit="case"):
             detection = detector.detect_file(case.images[card.modality])
@@ -56,6 +56,38 @@ def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "
             "in_view": np.array(in_view, dtype=bool),
         }
     return results
+
+
+def evaluate_refiner(card_path, data, *, case_names=None, max_offset_mm: float = 10.0, seed: int = 0) -> dict:
+    """A local refinement model alone: start each landmark at its truth plus a random offset (uniform direction,
+    radius uniform up to ``max_offset_mm``, fixed by ``seed``) and measure where one pass of refinement lands."""
+    import SimpleITK as sitk
+
+    from ..detection.runtime import LocalRefiner
+    from ..geometry import VolumeGeometry
+
+    refiner = LocalRefiner(load_card(card_path))
+    cases = open_dataset(data)
+    if case_names is not None:
+        cases = [c for c in cases if c.name in set(case_names)]
+    rng = np.random.default_rng(seed)
+    errors, start_errors, spreads = [], [], []
+    for case in cases:
+        image = sitk.Cast(sitk.ReadImage(str(case.images[refiner.card.modality])), sitk.sitkFloat32)
+        truth = case.landmarks(refiner.card.modality).ordered(LANDMARK_LABELS)
+        direction = rng.normal(size=truth.shape)
+        offsets = direction / np.linalg.norm(direction, axis=1, keepdims=True)
+        offsets *= rng.uniform(0.0, max_offset_mm, size=(len(truth), 1))
+        refined, spread = refiner.refine(image, VolumeGeometry.from_sitk_image(image), truth + offsets)
+        errors.append(np.linalg.norm(refined - truth, axis=1))
+        start_errors.append(np.linalg.norm(offsets, axis=1))
+        spreads.append(spread)
+    return {
+        "cases": [c.name for c in cases],
+        "errors_mm": np.array(errors),
+        "start_errors_mm": np.array(start_errors),
+        "spread_mm": np.array(spreads),
+    }
 
 
 def summarize(errors: np.ndarray) -> dict:

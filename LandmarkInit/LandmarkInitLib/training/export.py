@@ -15,10 +15,29 @@ from ..detection.model_card import CARD_SCHEMA, sha256_of
 from ..detection.preprocess import NORMALIZATION
 from ..errors import LandmarkInitError
 from ..landmarks import LANDMARK_LABELS
-from .networks import ExportWrapper, build_model
+from .networks import LOCAL_METHODS, ExportWrapper, LocalExportWrapper, build_model
 
 OPSET = 17
 AGREEMENT_TOLERANCE_MM = 1e-3  # ONNX vs TorchScript vs eager, on the coordinates
+ARCHITECTURES = {
+    "regression": "MONAI Regressor",
+    "heatmap": "MONAI UNet, heatmap matching",
+    "g2l-global": "patch regression + classification FCNN (Noothout 2020), MONAI ResidualUnits, cells of 8 voxels",
+    "g2l-local": "patch regression + classification FCNN (Noothout 2020), MONAI ResidualUnits, cells of 4 voxels",
+} | {m: "MONAI UNet + DSNT" for m in ("dsnt", "dsnt-var", "dsnt-dist", "dsnt-local")}
+SPREAD = (
+    "RMS radius in mm of the heatmap mass (DSNT: whole heatmap; heatmap matching: window around the peak) or of "
+    "the posterior-weighted patch votes (g2l); NaN for direct regression"
+)
+OUTPUTS_GLOBAL = {
+    "coords_mm": "(1, 3, 3): landmark x, y, z in grid mm (see input_grid.coordinates), landmark order as 'landmarks'",
+    "spread_mm": "(1, 3): " + SPREAD,
+}
+OUTPUTS_LOCAL = {
+    "input": "(3, 1, D, H, W): patch i on the input grid centred on the current estimate of landmark i",
+    "coords_mm": "(3, 3): landmark i's x, y, z in patch i's grid mm (relative to the patch centre)",
+    "spread_mm": "(3,): " + SPREAD,
+}
 
 
 def training_command(cfg: dict) -> str:
@@ -46,6 +65,8 @@ def training_command(cfg: dict) -> str:
         parts.append("--no-augment")
     if cfg.get("max_cases"):
         parts.append(f"--max-cases {cfg['max_cases']}")
+    if cfg["method"] in LOCAL_METHODS:
+        parts.append(f"--max-offset {cfg.get('max_offset_mm', 10.0):g}")
     return " ".join(parts) + " --output RUN"
 
 
@@ -68,8 +89,10 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
     model = build_model(cfg["method"], grid, len(LANDMARK_LABELS), cfg["channels"])
     best = torch.load(run / "best.pt", weights_only=True)
     model.load_state_dict(best["model"])
-    wrapper = ExportWrapper(model).eval()
-    example = torch.from_numpy(np.random.default_rng(0).random((1, 1, *grid.array_shape), dtype=np.float32))
+    local = cfg["method"] in LOCAL_METHODS
+    wrapper = (LocalExportWrapper(model, len(LANDMARK_LABELS)) if local else ExportWrapper(model)).eval()
+    batch = len(LANDMARK_LABELS) if local else 1
+    example = torch.from_numpy(np.random.default_rng(0).random((batch, 1, *grid.array_shape), dtype=np.float32))
     with torch.no_grad():
         eager = [t.numpy() for t in wrapper(example)]
         traced = torch.jit.trace(wrapper, example)
@@ -106,17 +129,14 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
         "name": name or output.name,
         "modality": cfg["modality"],
         "method": cfg["method"],
+        "stage": "local" if local else "global",
         "landmarks": list(LANDMARK_LABELS),
-        "input_grid": grid.to_dict(),
+        "input_grid": grid.to_dict()
+        | ({"centre": "each patch i is centred on the current estimate of landmark i"} if local else {}),
         "intensity_normalization": NORMALIZATION[cfg["modality"]],
-        "outputs": {
-            "coords_mm": "(1, 3, 3): landmark x, y, z in grid mm (see input_grid.coordinates), "
-            "landmark order as 'landmarks'",
-            "spread_mm": "(1, 3): RMS radius of the heatmap mass in mm (DSNT: whole heatmap; heatmap matching: "
-            "window around the peak); NaN for direct regression",
-        },
+        "outputs": OUTPUTS_LOCAL if local else OUTPUTS_GLOBAL,
         "network": {
-            "architecture": "MONAI Regressor" if cfg["method"] == "regression" else "MONAI UNet + DSNT",
+            "architecture": ARCHITECTURES[cfg["method"]],
             "channels": cfg["channels"],
             "activation": "LeakyReLU(0.2)",
             "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -134,6 +154,7 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
             "lambda2": cfg["lambda2"],
             "augment": cfg["augment"],
             "seed": cfg["seed"],
+            **({"max_offset_mm": cfg.get("max_offset_mm", 10.0)} if local else {}),
             "command": training_command(cfg),
         },
         "validation": {"mre_mm": best["val_mre_mm"], **(validation or {})},
@@ -159,12 +180,18 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
 
 def validate_exported(card_path: Path, cfg: dict) -> dict | None:
     """Run the exported ONNX model on the run's validation cases: MRE of the file users get, and the spread
-    limit above which the runtime flags a detection (the largest validation spread, plus 25%)."""
-    from ..evaluation.detectors import evaluate_cards, summarize
+    limit above which the runtime flags a detection (the largest validation spread, plus 25%). Local models are
+    measured as one refinement pass from the truth plus random offsets up to the trained ``max_offset_mm``."""
+    from ..evaluation.detectors import evaluate_cards, evaluate_refiner, summarize
 
     source = cfg.get("val_data") or cfg["data"]
     try:
-        (result,) = evaluate_cards([card_path], source, progress=False, case_names=cfg["val_cases"]).values()
+        if cfg["method"] in LOCAL_METHODS:
+            result = evaluate_refiner(
+                card_path, source, case_names=cfg["val_cases"], max_offset_mm=cfg.get("max_offset_mm", 10.0)
+            )
+        else:
+            (result,) = evaluate_cards([card_path], source, progress=False, case_names=cfg["val_cases"]).values()
     except LandmarkInitError:
         return None
     if len(result["cases"]) == 0:

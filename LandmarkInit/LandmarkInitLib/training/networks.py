@@ -5,6 +5,13 @@
 - heatmap: the same U-Net trained to match Gaussian target heatmaps (Payer et al. 2016); decoded by the local
   expectation around the argmax.
 - regression: MONAI Regressor (strided convolution encoder + fully connected head) predicting coordinates directly.
+- g2l-global (Noothout et al. 2020): patch regression + classification FCNN (patch_votes.py), cells of 8 voxels.
+
+Local refinement methods run on a fine patch centred near one landmark (training/data.py, LocalPatchDataset);
+their networks still have one output per landmark, and patch i is read on output i (specialized heads on a shared
+trunk: one file per modality instead of one network per landmark):
+- g2l-local: Noothout's local FCNN, cells of 4 voxels.
+- dsnt-local: the U-Net + DSNT with distance-map regularization of dsnt-dist.
 
 Every model's forward returns (coordinates (B, L, 3) in grid mm, spread (B, L) in mm, raw maps); the exported
 graph keeps the first two.
@@ -17,8 +24,12 @@ from monai.networks.nets import Regressor, UNet
 
 from ..detection.model_grid import ModelGrid
 from .dsnt import dsnt, grid_axes, local_peak_expectation, spatial_softmax
+from .patch_votes import PatchVoteNet
 
-METHODS = ("dsnt", "dsnt-var", "dsnt-dist", "regression", "heatmap")
+GLOBAL_METHODS = ("dsnt", "dsnt-var", "dsnt-dist", "regression", "heatmap", "g2l-global")
+LOCAL_METHODS = ("g2l-local", "dsnt-local")
+METHODS = GLOBAL_METHODS + LOCAL_METHODS
+PATCH_VOTE_STRIDES = {"g2l-global": 8, "g2l-local": 4}
 ACT = ("LeakyReLU", {"negative_slope": 0.2})
 
 
@@ -80,6 +91,8 @@ def build_model(method: str, grid: ModelGrid, n_landmarks: int = 3, channels=(16
         raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     if method == "regression":
         return RegressionLandmarkNet(grid, n_landmarks, channels)
+    if method in PATCH_VOTE_STRIDES:
+        return PatchVoteNet(grid, n_landmarks, channels, PATCH_VOTE_STRIDES[method], ACT)
     return HeatmapLandmarkNet(grid, n_landmarks, channels, decode="peak" if method == "heatmap" else "dsnt")
 
 
@@ -93,3 +106,17 @@ class ExportWrapper(torch.nn.Module):
     def forward(self, x):
         coords, spread, _ = self.model(x)
         return coords, spread
+
+
+class LocalExportWrapper(torch.nn.Module):
+    """Local refinement: input (L, 1, D, H, W), patch i centred on landmark i's current estimate ->
+    (coords (L, 3) in each patch's grid mm, spread (L)), read on output i of patch i."""
+
+    def __init__(self, model: torch.nn.Module, n_landmarks: int):
+        super().__init__()
+        self.model = model
+        self.register_buffer("eye", torch.eye(n_landmarks), persistent=False)
+
+    def forward(self, x):
+        coords, spread, _ = self.model(x)
+        return (coords * self.eye[:, :, None]).sum(1), (spread * self.eye).sum(1)

@@ -20,12 +20,15 @@ from ..dataset import open_dataset
 from ..detection.model_grid import ModelGrid
 from ..errors import LandmarkInitError
 from ..landmarks import LANDMARK_LABELS
-from .data import LandmarkDataset, load_volumes
+from .data import LandmarkDataset, LocalPatchDataset, load_volumes
 from .dsnt import distance_map_regularization, dsnt, euclidean_loss, gaussian_targets, variance_regularization
-from .networks import METHODS, build_model
+from .networks import LOCAL_METHODS, METHODS, build_model
+from .patch_votes import patch_vote_loss
 
-# Model grids: coarse whole-volume grids sized for CPU training (see docs/detection.md).
+# Model grids: coarse whole-volume grids sized for CPU training (see docs/detection.md), and the fine patches of
+# the local refinement (32 mm at the phantoms' native 0.8 mm).
 DEFAULT_GRIDS = {"mr": ModelGrid((48, 48, 40), 2.0), "us": ModelGrid((48, 48, 48), 2.2)}
+DEFAULT_LOCAL_GRIDS = {"mr": ModelGrid((40, 40, 40), 0.8), "us": ModelGrid((40, 40, 40), 0.8)}
 HEATMAP_PEAK_WEIGHT = 100.0
 # Fang et al. 2023, section 3.1: lambda_2 for the variance and the distance-map regularizers.
 PAPER_LAMBDAS = {
@@ -33,6 +36,8 @@ PAPER_LAMBDAS = {
     ("us", "dsnt-var"): 2e-3,
     ("mr", "dsnt-dist"): 5e-3,
     ("us", "dsnt-dist"): 1e-2,
+    ("mr", "dsnt-local"): 5e-3,
+    ("us", "dsnt-local"): 1e-2,
 }
 
 
@@ -58,9 +63,14 @@ class TrainConfig:
     augment: bool = True
     max_cases: int | None = None
     threads: int | None = None
+    max_offset_mm: float = 10.0  # local methods: largest distance of the patch centre from the landmark
+
+    @property
+    def local(self) -> bool:
+        return self.method in LOCAL_METHODS
 
     def grid(self) -> ModelGrid:
-        default = DEFAULT_GRIDS[self.modality]
+        default = (DEFAULT_LOCAL_GRIDS if self.local else DEFAULT_GRIDS)[self.modality]
         shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
         return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm)
 
@@ -93,8 +103,23 @@ def _split(cfg: TrainConfig):
     return train_cases, val_cases
 
 
-def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid):
+def select_channels(model_out, target, channel):
+    """Local refinement: keep, per sample, only the output and target of the landmark its patch is centred near."""
+    if channel is None or bool((channel < 0).all()):
+        return model_out, target
+    rows = torch.arange(len(channel))
+    coords, spread, maps = model_out
+    if isinstance(maps, tuple):
+        maps = tuple(m[rows, channel][:, None] for m in maps)
+    elif maps is not None:
+        maps = maps[rows, channel][:, None]
+    return (coords[rows, channel][:, None], spread[rows, channel][:, None], maps), target[rows, channel][:, None]
+
+
+def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid, model=None):
     coords, _, maps = model_out
+    if cfg.method in ("g2l-global", "g2l-local"):
+        return patch_vote_loss(model_out, target, model.centres, model.cell_mm)
     if cfg.method == "heatmap":
         # L2 to Gaussian targets (Payer 2016), weighted towards the peaks: a landmark's Gaussian covers ~0.03% of
         # the grid, and an unweighted L2 let the network settle on an all-zero map (38 mm MRE on validation).
@@ -104,7 +129,7 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid):
     if cfg.method == "dsnt-var":
         _, var = dsnt(maps, axes)
         loss = loss + cfg.lambda2() * variance_regularization(var, grid, cfg.sigma_t_voxels)
-    elif cfg.method == "dsnt-dist":
+    elif cfg.method in ("dsnt-dist", "dsnt-local"):
         loss = loss + cfg.lambda2() * distance_map_regularization(maps, target, axes)
     return loss
 
@@ -113,8 +138,8 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid):
 def evaluate_mre(model, loader) -> tuple[float, np.ndarray]:
     model.eval()
     errors = []
-    for x, target, _ in loader:
-        coords, _, _ = model(x)
+    for x, target, channel in loader:
+        (coords, _, _), target = select_channels(model(x), target, channel)
         errors.append(torch.linalg.vector_norm(coords - target, dim=-1).numpy())
     errors = np.concatenate(errors)
     return float(errors.mean()), errors
@@ -144,14 +169,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
     grid = cfg.grid()
     train_cases, val_cases = _split(cfg)
-    train_set = LandmarkDataset(
+    dataset, extra = (LocalPatchDataset, {"max_offset_mm": cfg.max_offset_mm}) if cfg.local else (LandmarkDataset, {})
+    train_set = dataset(
         load_volumes(train_cases, cfg.modality, progress and rank == 0),
         grid,
         cfg.modality,
         augment=cfg.augment,
         seed=cfg.seed,
+        **extra,
     )
-    val_set = LandmarkDataset(load_volumes(val_cases, cfg.modality, progress and rank == 0), grid, cfg.modality)
+    val_set = dataset(
+        load_volumes(val_cases, cfg.modality, progress and rank == 0), grid, cfg.modality, seed=cfg.seed, **extra
+    )
     sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=cfg.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -211,8 +240,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             unit="batch",
             leave=False,
         )
-        for x, target, _ in bar:
-            loss = compute_loss(cfg, net(x), target, axes, grid)
+        for x, target, channel in bar:
+            outputs, target = select_channels(net(x), target, channel)
+            loss = compute_loss(cfg, outputs, target, axes, grid, model)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
