@@ -15,7 +15,8 @@ SLICER_BUNDLED = {"numpy", "vtk", "vtkmodules", "SimpleITK", "slicer", "onnxrunt
 # Sub-packages that run only outside Slicer (phantom generation; later training, evaluation) may use more.
 OUTSIDE_SLICER_ONLY: set[str] = {"phantom", "training", "evaluation"}
 # torch is optional at run time: the runtime imports it lazily, only for TorchScript models.
-OPTIONAL_IMPORTS = {"detection/runtime.py": {"torch"}}
+# batch.py (the `run --cases` command line) shows tqdm progress and may use Dask; the Slicer module never imports it.
+OPTIONAL_IMPORTS = {"detection/runtime.py": {"torch"}, "batch.py": {"tqdm", "dask"}}
 
 
 def library_files():
@@ -66,6 +67,7 @@ def test_onnx_runtime_path_works_without_torch_installed():
         "sys.modules['matplotlib'] = None\n"
         "from LandmarkInitLib.detection import runtime, model_card, preprocess, model_grid\n"
         "from LandmarkInitLib import dataset, markups_io, transform_io, live_update, resources\n"
+        "from LandmarkInitLib import initialization, pipeline, quality, intensity_registration, overlay_figure\n"
         "assert not runtime.torch_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -8,28 +8,36 @@ import pytest
 
 from LandmarkInitLib.dataset import open_case
 from LandmarkInitLib.detection.model_card import load_card
-from LandmarkInitLib.detection.runtime import LandmarkDetector
+from LandmarkInitLib.detection.runtime import LandmarkDetector, TwoStageDetector, open_detector
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
 
 
 @pytest.mark.parametrize("modality", ["mr", "us"])
-def test_shipped_model_card_and_files(modality):
+def test_shipped_default_is_a_two_stage_detector_with_intact_stages(modality):
     card = load_card(default_model_card(modality))
-    assert card.modality == modality and card.landmarks == LANDMARK_LABELS
-    assert card.data["training"]["data"].startswith("SYNTHETIC")
-    assert "landmarkinit train" in card.data["training"]["command"]
-    for backend in ("onnx", "torchscript"):
-        card.verified_weights(backend)  # sha256 matches
-    assert card.data["qa"]["spread_limit_mm"] > 0
+    assert card.stage == "two-stage" and card.modality == modality and card.landmarks == LANDMARK_LABELS
+    for stage in ("global", "local"):
+        stage_card = card.stage_card(stage)
+        assert stage_card.data["training"]["data"].startswith("SYNTHETIC")
+        assert "landmarkinit train" in stage_card.data["training"]["command"]
+        for backend in ("onnx", "torchscript"):
+            stage_card.verified_weights(backend)  # sha256 matches
+        assert stage_card.data["qa"]["spread_limit_mm"] > 0
 
 
 @pytest.mark.parametrize("modality", ["mr", "us"])
-def test_shipped_model_finds_the_sample_case_landmarks(modality):
+def test_shipped_models_find_the_sample_case_landmarks(modality):
     case = open_case(sample_case_dir())
-    detection = LandmarkDetector.from_card(default_model_card(modality), "onnx").detect_file(case.images[modality])
-    errors = np.linalg.norm(detection.points_ras - case.landmarks(modality).ordered(LANDMARK_LABELS), axis=1)
-    # a loose bound: this guards against broken files or conventions (a flipped axis, LPS/RAS, a wrong grid
+    truth = case.landmarks(modality).ordered(LANDMARK_LABELS)
+    detector = open_detector(default_model_card(modality))
+    assert isinstance(detector, TwoStageDetector)
+    detection = detector.detect_file(case.images[modality])
+    errors = np.linalg.norm(detection.points_ras - truth, axis=1)
+    # loose bounds: they guard against broken files or conventions (a flipped axis, LPS/RAS, a wrong grid or patch
     # centre give errors of centimetres), not the accuracy, which docs/detection.md reports on 50 test cases
     assert np.all(errors < 10.0), errors
     assert not detection.flags
+    global_only = LandmarkDetector(detector.card.stage_card("global")).detect_file(case.images[modality])
+    np.testing.assert_allclose(global_only.points_ras, detection.global_points_ras, atol=1e-9)
+    assert np.all(np.linalg.norm(global_only.points_ras - truth, axis=1) < 10.0)

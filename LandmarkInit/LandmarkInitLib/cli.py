@@ -1,7 +1,7 @@
 """``landmarkinit`` command line: thin sub-commands over the library.
 
 Exit status: 0 success, 2 bad usage or bad input (the message says what and what to do), 1 unexpected
-failure.
+failure (for `run --cases`: at least one case failed), 3 `run` finished but a result is flagged for review.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import LandmarkInitError
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REVIEW = 0, 1, 2, 3
 
 
 def _quiet_vtk() -> None:
@@ -148,6 +148,76 @@ def cmd_export(args) -> int:
         raise LandmarkInitError(f"export needs torch and onnx ({e}); run `make setup` in the repository") from None
     card = export_run(args.run, args.output, name=args.name, force=args.force)
     print(f"wrote {card} with {card.with_suffix('.onnx').name} and {card.with_suffix('.pt').name}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .batch import RunOptions, run_batch, summary_text
+
+    if (args.cases is None) == (args.mr is None or args.us is None):
+        raise LandmarkInitError("give either --mr and --us (one pair) or --cases (a folder or CSV of pairs)")
+    options = RunOptions(
+        mr_model=str(args.mr_model) if args.mr_model else None,
+        us_model=str(args.us_model) if args.us_model else None,
+        weighting=args.weighting,
+        refine=args.refine,
+        qa_thresholds=str(args.qa_thresholds) if args.qa_thresholds else None,
+        force=args.force,
+        threads=args.threads,
+    )
+    if args.cases is not None:
+        summary = run_batch(
+            args.cases, args.output_dir, options, workers=args.workers, dask=args.dask, progress=not args.quiet
+        )
+        print(summary_text(summary))
+        print(f"wrote {args.output_dir}/<case>/ and {args.output_dir}/batch_summary.json")
+        if summary["counts"]["failed"]:
+            return EXIT_FAILURE
+        return EXIT_REVIEW if summary["counts"]["review"] else EXIT_OK
+    from .initialization import Detectors
+    from .pipeline import check_output_dir, run_case
+    from .quality import load_thresholds
+
+    check_output_dir(args.output_dir, args.force)  # before any work
+    result = run_case(
+        args.mr,
+        args.us,
+        args.output_dir,
+        detectors=Detectors.open(options.mr_model, options.us_model, threads=args.threads),
+        weighting=args.weighting,
+        refine=args.refine,
+        qa_thresholds=load_thresholds(options.qa_thresholds),
+        force=args.force,
+    )
+    report = result.report
+    for modality in ("mr", "us"):
+        for lm in report[modality]["landmarks"]:
+            p = lm["ras"]
+            print(f"{modality.upper()} {lm['label']:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}")
+    print(f"fit RMS {report['fit']['rms_mm']:.2f} mm, {report['seconds']['total_with_files']:.2f} s")
+    for flag in result.quality.flags:
+        print(f"review: {flag}", file=sys.stderr)
+    print(f"wrote {', '.join(report['files'])} to {args.output_dir}")
+    return EXIT_REVIEW if result.quality.review else EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation.registration import calibrate_qa, evaluate, write_report
+    from .quality import load_thresholds
+
+    rows = evaluate(
+        args.data, mr_card=args.mr_model, us_card=args.us_model, workers=args.workers, progress=not args.quiet
+    )
+    if args.calibrate_qa:
+        thresholds = calibrate_qa(rows, args.calibrate_qa, source=str(args.data))
+        source = f"thresholds calibrated on these cases, written to {args.calibrate_qa}"
+    else:
+        thresholds = load_thresholds(args.qa_thresholds)
+        source = f"thresholds from {args.qa_thresholds or 'the shipped Resources/Models/qa_thresholds.json'}"
+    report = write_report(
+        rows, args.output_dir, description=args.description or "", qa_thresholds=thresholds, qa_source=source
+    )
+    print(report.read_text())
     return EXIT_OK
 
 
@@ -384,6 +454,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "run",
+        help="MR + US in: landmarks, rigid MR-to-US transform, quality check and report out (one pair or many)",
+        description="Detect the three landmarks on the MR and the US volume, fit the rigid MR-to-US transform, "
+        "check its quality and write OUTPUT_DIR/{mr,us}_landmarks.mrk.json, mr_to_us.h5, report.json, report.html "
+        "and report.png. With --cases, do it for every pair of a folder (dataset layout) or CSV (case,mr,us), one "
+        "sub-folder per case, resuming where an interrupted batch stopped. Exit status 3: a result is flagged "
+        "for review.",
+    )
+    p.add_argument("--mr", type=Path, help="MR volume (moving)")
+    p.add_argument("--us", type=Path, help="US volume (fixed)")
+    p.add_argument("--cases", type=Path, metavar="DIR_OR_CSV", help="many pairs: a dataset folder or a CSV")
+    p.add_argument("--output-dir", "-o", required=True, type=Path)
+    p.add_argument("--mr-model", type=Path, metavar="CARD", help="MR model card (default: the shipped one)")
+    p.add_argument("--us-model", type=Path, metavar="CARD", help="US model card (default: the shipped one)")
+    p.add_argument(
+        "--weighting",
+        choices=("none", "spread"),
+        default="spread",
+        help="landmark weights of the fit: spread (default; 1 / (s_MR^2 + s_US^2)) or none",
+    )
+    p.add_argument("--refine", action="store_true", help="refine with intensity-based rigid registration (MI)")
+    p.add_argument("--qa-thresholds", type=Path, metavar="JSON", help="QA thresholds (default: the shipped ones)")
+    p.add_argument("--workers", type=int, default=1, help="--cases: parallel worker processes (default 1)")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="--cases: run on a Dask distributed cluster (scheduler address, or 'local' to start one here)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker (default 1)")
+    p.add_argument("--force", action="store_true", help="overwrite existing results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="Tables 2-4: initialization methods compared on held-out cases (SRE, Dice, rotation, TRE, QA rates)",
+        description="On a dataset with ground truth (phantom layout), run identity, moments, MI registration, "
+        "ground-truth landmarks, detected landmarks (plain, spread-weighted, + MI refinement) on every case and "
+        "write registration.md / .json and box plots to OUTPUT_DIR. --calibrate-qa chooses the quality-control "
+        "thresholds on these cases (use validation data) and writes them to JSON.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="dataset folder (phantom layout)")
+    p.add_argument("--output-dir", "-o", required=True, type=Path)
+    p.add_argument("--mr-model", type=Path, metavar="CARD", help="MR model card (default: the shipped one)")
+    p.add_argument("--us-model", type=Path, metavar="CARD", help="US model card (default: the shipped one)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--calibrate-qa", type=Path, metavar="JSON", help="choose QA thresholds on these cases, write them")
+    p.add_argument("--qa-thresholds", type=Path, metavar="JSON", help="QA thresholds to assess (default: shipped)")
+    p.add_argument("--description", help="data description for the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "two-stage",

@@ -120,6 +120,38 @@ def bench_detection(modality: str, repeats: int) -> list[str]:
     return rows
 
 
+def bench_run_pair(repeats: int) -> list[float]:
+    """`landmarkinit run` on the sample pair with the shipped models: both detections, fit, QA, figure and every
+    file written (detectors opened once, as in a batch worker)."""
+    import tempfile
+
+    from LandmarkInitLib.initialization import Detectors
+    from LandmarkInitLib.pipeline import run_case
+    from LandmarkInitLib.resources import sample_case_dir
+
+    case = sample_case_dir()
+    detectors = Detectors.open(threads=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_case(case / "mr.nrrd", case / "us.nrrd", Path(tmp) / "warm-up", detectors=detectors)
+        return timed(
+            lambda: run_case(case / "mr.nrrd", case / "us.nrrd", Path(tmp) / "out", detectors=detectors, force=True),
+            repeats,
+        )
+
+
+def bench_batch(cases: int, workers: int = 2) -> tuple[float, dict]:
+    """Cases per minute of `run --cases` with ``workers`` processes on freshly generated phantom cases."""
+    import tempfile
+
+    from LandmarkInitLib.batch import RunOptions, run_batch
+    from LandmarkInitLib.phantom.generator import generate_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_dataset(Path(tmp) / "data", cases, 4242, workers=workers, progress=False)
+        summary = run_batch(Path(tmp) / "data", Path(tmp) / "out", RunOptions(), workers=workers, progress=False)
+    return cases / summary["seconds"] * 60.0, summary["counts"]
+
+
 def row(name, samples, unit_scale, unit, target=None):
     med = statistics.median(samples) * unit_scale
     p95 = float(np.percentile(samples, 95)) * unit_scale
@@ -134,6 +166,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--phantom-cases", type=int, default=6)
     parser.add_argument("--detect-repeats", type=int, default=20)
+    parser.add_argument("--run-repeats", type=int, default=5)
+    parser.add_argument("--batch-cases", type=int, default=8)
     args = parser.parse_args()
 
     rows = [
@@ -154,6 +188,20 @@ def main() -> None:
             target=10.0,
         ),
     ]
+    rows.append(
+        row(
+            "run one pair: detect MR + US, fit, QA, report figure, write all files (shipped models, 2 threads)",
+            bench_run_pair(args.run_repeats),
+            1.0,
+            "s",
+            target=2.0,
+        )
+    )
+    per_minute, counts = bench_batch(args.batch_cases)
+    rows.append(
+        f"| run --cases with 2 worker processes: {args.batch_cases} phantom cases ({counts['ok']} ok, "
+        f"{counts['review']} flagged) | 1 | {per_minute:.1f} | - | cases/min | | |"
+    )
     for modality in ("mr", "us"):
         try:
             rows += bench_detection(modality, args.detect_repeats)

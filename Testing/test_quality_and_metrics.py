@@ -1,0 +1,174 @@
+"""Quality-control rules and registration metrics with exact values; `landmarkinit evaluate` on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
+
+from LandmarkInitLib.evaluation.registration_metrics import (
+    dice_after,
+    gland_surface_points,
+    icp_matrix,
+    rotation_angle_deg,
+    sre_mm,
+    tre_mm,
+)
+from LandmarkInitLib.geometry import VolumeGeometry
+from LandmarkInitLib.quality import assess, calibrate, load_thresholds, rates, us_fan_margin_mm
+
+DIRECTION = Rotation.from_euler("zyx", [25, -15, 40], degrees=True).as_matrix() @ np.diag([1.0, 1.0, -1.0])
+
+
+def rigid(angles_deg, translation):
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix()
+    m[:3, 3] = translation
+    return m
+
+
+def test_assess_flags_each_feature_in_its_direction():
+    thresholds = {
+        "disagreement_mm": 3.0,
+        "spread_mm": 10.0,
+        "fre_mm": 2.0,
+        "conditioning": 0.2,
+        "us_fan_margin_mm": 1.0,
+    }
+    fine = {"disagreement_mm": 1.0, "spread_mm": 5.0, "fre_mm": 1.0, "conditioning": 0.5, "us_fan_margin_mm": 8.0}
+    assert not assess(fine, thresholds).review
+    for name, value in [
+        ("disagreement_mm", 3.5),
+        ("spread_mm", 11),
+        ("fre_mm", 2.5),
+        ("conditioning", 0.1),
+        ("us_fan_margin_mm", -np.inf),
+    ]:
+        report = assess({**fine, name: value}, thresholds)
+        assert len(report.flags) == 1 and name in report.flags[0], report.flags
+    # a feature the detector cannot give (NaN) and a threshold not calibrated are skipped; detector flags kept
+    report = assess({**fine, "disagreement_mm": float("nan")}, {"spread_mm": 10.0}, ["US: detected outside the volume"])
+    assert report.flags == ["US: detected outside the volume"]
+    assert report.as_dict()["features"]["disagreement_mm"] is None
+
+
+def test_calibration_and_rates_exact():
+    rows = [{"fre_mm": float(v)} for v in range(1, 21)] + [{"fre_mm": 30.0}, {"fre_mm": 1.5}]
+    bad = [False] * 20 + [True, True]
+    thresholds = calibrate(rows, bad)
+    assert thresholds == {"fre_mm": pytest.approx(np.quantile(np.arange(1, 21), 0.95))}  # 19.05
+    r = rates(rows, bad, thresholds)
+    assert r["false_alarm_rate"] == pytest.approx(1 / 20)  # only 20 > 19.05
+    assert r["miss_rate"] == pytest.approx(1 / 2)  # 30 is caught, 1.5 is missed
+    assert r["per_feature"]["fre_mm"]["detected_bad"] == pytest.approx(0.5)
+
+
+def test_shipped_thresholds_cover_every_feature():
+    thresholds = load_thresholds()
+    assert set(thresholds) >= {"spread_mm", "fre_mm", "conditioning", "us_fan_margin_mm", "disagreement_mm"}
+
+
+def test_us_fan_margin_exact_on_a_box():
+    array = np.zeros((20, 30, 40), np.uint8)
+    array[5:15, 5:25, 5:35] = 100  # a box of voxels: K 5..14, J 5..24, I 5..34
+    geometry = VolumeGeometry((40, 30, 20), np.array([0.5, 1.0, 2.0]), np.array([3.0, -4.0, 5.0]), DIRECTION)
+    image = sitk.GetImageFromArray(array)
+    geometry.apply_to_sitk_image(image)
+    # nearest boundary voxel: I = 34, 14 voxels of 0.5 mm away (J: 9 mm, K: 4 slices of 2 mm = 8 mm); ITK measures
+    # to the centre of the last inside voxel, so 7 mm, not the 7.25 mm of the voxel edge
+    centre = geometry.ijk_to_ras_points([[20, 15, 9]])
+    assert float(us_fan_margin_mm(image, centre)[0]) == pytest.approx(7.0, abs=1e-4)
+    outside = geometry.ijk_to_ras_points([[20, 15, 1]])  # 4 slices below the box, 2 mm each
+    assert float(us_fan_margin_mm(image, outside)[0]) < -6.0
+    assert us_fan_margin_mm(image, [[1e4, 0, 0]])[0] == -np.inf
+
+
+def test_metrics_exact_values():
+    points = np.random.default_rng(0).normal(0, 20, (200, 3))
+    gt = rigid([5, 10, -20], [1, 2, 3])
+    assert sre_mm(gt, gt, points) == pytest.approx(0.0, abs=1e-12)
+    shifted = gt.copy()
+    shifted[:3, 3] += [3.0, 4.0, 0.0]
+    assert sre_mm(gt, shifted, points) == pytest.approx(5.0)
+    assert rotation_angle_deg(gt, gt @ rigid([0, 0, 17], [0, 0, 0])) == pytest.approx(17.0)
+    assert tre_mm(gt, points[:3], apply(gt, points[:3]) + [0, 0, 2.0]) == pytest.approx(2.0)
+
+
+def apply(m, p):
+    return p @ m[:3, :3].T + m[:3, 3]
+
+
+def sphere_mask(shape, centre_ijk, radius_vox):
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return ((i - centre_ijk[0]) ** 2 + (j - centre_ijk[1]) ** 2 + (k - centre_ijk[2]) ** 2 <= radius_vox**2).astype(
+        np.uint8
+    )
+
+
+def test_gland_surface_is_on_the_boundary_in_ras_on_a_flipped_volume():
+    geometry = VolumeGeometry((40, 40, 40), np.array([1.0, 1.0, 1.0]), np.array([10.0, -5.0, 2.0]), DIRECTION)
+    mask = sphere_mask((40, 40, 40), (20, 20, 20), 12)
+    points = gland_surface_points(mask, geometry)
+    centre = geometry.ijk_to_ras_points([[20, 20, 20]])[0]
+    radii = np.linalg.norm(points - centre, axis=1)
+    # discrete flying edges puts the surface halfway along grid edges that leave the mask (radius <= 12 voxels)
+    assert abs(radii.mean() - 12.0) < 0.25 and radii.max() < 13.0 and radii.min() > 11.0
+
+
+def test_dice_and_icp_recover_a_known_motion():
+    geometry = VolumeGeometry((48, 48, 48), np.array([1.0, 1.0, 1.0]), np.array([-24.0, -24.0, -24.0]), np.eye(3))
+    k, j, i = np.meshgrid(*[np.arange(48)] * 3, indexing="ij")
+    ellipsoid = (((i - 24) / 16.0) ** 2 + ((j - 24) / 11.0) ** 2 + ((k - 24) / 8.0) ** 2 <= 1).astype(np.uint8)
+    image = sitk.GetImageFromArray(ellipsoid)
+    geometry.apply_to_sitk_image(image)
+    assert dice_after(np.eye(4), image, image) == pytest.approx(1.0)
+    moved = rigid([0, 0, 0], [3.0, 0, 0])
+    assert 0.7 < dice_after(moved, image, image) < 0.95
+    surface = gland_surface_points(ellipsoid, geometry)
+    truth = rigid([4, -3, 6], [2.0, -1.5, 1.0])
+    target = apply(truth, surface)
+    found = icp_matrix(surface, target, rigid([0, 0, 0], [1.0, 0, 0]))
+    assert sre_mm(truth, found, surface) < 0.3
+
+
+def test_evaluate_command_on_a_tiny_dataset(tiny_dataset, tmp_path):
+    out = tmp_path / "eval"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "LandmarkInitLib.cli",
+            "evaluate",
+            "--data",
+            str(tiny_dataset),
+            "--output-dir",
+            str(out),
+            "--calibrate-qa",
+            str(tmp_path / "qa.json"),
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((out / "registration.json").read_text())
+    assert len(data["cases"]) == 4
+    summary = data["summary"]
+    # ground-truth landmarks register far better than identity; moments align centres, not rotations
+    assert summary["gt_landmarks"]["sre_known_mm"]["mean"] < 5.0 < summary["identity"]["sre_known_mm"]["mean"]
+    assert summary["gt_landmarks"]["dice"]["mean"] > 0.8
+    text = (out / "registration.md").read_text()
+    assert "Synthetic phantom data, not patient data" in text and "Table 3" in text and "Table 4" in text
+    assert (out / "registration_boxplots.png").stat().st_size > 10_000
+    thresholds = json.loads((tmp_path / "qa.json").read_text())
+    assert thresholds["calibrated_on"] == str(tiny_dataset) and "fre_mm" in thresholds["thresholds"]
+    for row in data["cases"]:  # the phantom's ICP estimate of T_gt is close to its known transform
+        assert row["gt_icp_vs_known_sre_mm"] < 5.0
