@@ -22,14 +22,18 @@ for modality in mr us; do
       && train "$modality" g2l-local "$LOCAL_EPOCHS" ) > "runs_g2l_$modality.log" 2>&1 &
 done
 wait
+# local refinement passes per modality: the shipped cards' choice, made on the validation cases (docs/detection.md)
+declare -A PASSES=([mr]=$(python3 -c "import json;print(json.load(open('Resources/Models/mr_landmarks.json'))['stages']['local']['iterations'])")
+                   [us]=$(python3 -c "import json;print(json.load(open('Resources/Models/us_landmarks.json'))['stages']['local']['iterations'])"))
 for modality in mr us; do
+  n=${PASSES[$modality]}
   $LI two-stage --global "$OUT/${modality}_g2l-global.json" --local "$OUT/${modality}_g2l-local.json" \
-      --output "$OUT/${modality}_g2l-global+g2l-local.json" --force
+      --iterations "$n" --output "$OUT/${modality}_g2l-global+g2l-local.json" --force
   for local in dsnt-local g2l-local; do
-    $LI two-stage --global "Resources/Models/${modality}_landmarks_global.json" --local "$OUT/${modality}_$local.json" \
-        --output "$OUT/${modality}_dsnt-dist+$local.json" --force
+    $LI two-stage --global "Resources/Models/${modality}_landmarks_dsnt-dist.json" --local "$OUT/${modality}_$local.json" \
+        --iterations "$n" --output "$OUT/${modality}_dsnt-dist+$local.json" --force
   done
 done
-$LI evaluate-detectors --models Resources/Models/*_landmarks_global.json "$OUT"/*.json --data data/test \
-    --output-dir build/eval_g2l \
+$LI evaluate-detectors --models Resources/Models/*_landmarks.json Resources/Models/*_landmarks_dsnt-dist.json "$OUT"/*g2l-global.json "$OUT"/*+*.json \
+    --data data/test --output-dir build/eval_g2l \
     --description "120 training, 30 validation, 50 test cases (seeds 1, 2, 3); g2l-global $GLOBAL_EPOCHS epochs, local models $LOCAL_EPOCHS epochs, cosine schedule."

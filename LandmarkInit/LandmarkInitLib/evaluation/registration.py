@@ -159,8 +159,14 @@ def targets(summary: dict) -> list[tuple[str, str, bool]]:
     sre, dice = det["sre_known_mm"]["mean"], det["dice"]["mean"]
     alt = summary[best_alt]["sre_known_mm"]["mean"]
     gt = summary["gt_landmarks"]["sre_known_mm"]["mean"]
+    sre_icp = det["sre_icp_mm"]["mean"]
     return [
-        (f"detected-landmark SRE <= {TARGETS['sre_mm']} mm", f"{sre:.2f} mm", sre <= TARGETS["sre_mm"]),
+        (f"detected-landmark SRE <= {TARGETS['sre_mm']} mm (known T_gt)", f"{sre:.2f} mm", sre <= TARGETS["sre_mm"]),
+        (
+            f"detected-landmark SRE <= {TARGETS['sre_mm']} mm (ICP T_gt, the paper's definition)",
+            f"{sre_icp:.2f} mm",
+            sre_icp <= TARGETS["sre_mm"],
+        ),
         (f"Dice >= {TARGETS['dice']}", f"{dice:.3f}", dice >= TARGETS["dice"]),
         (
             "SRE < half that of the best non-landmark alternative",
@@ -213,6 +219,22 @@ def write_report(rows, output_dir, *, description: str = "", qa_thresholds: dict
             f"| {label} | {f('sre_known_mm')} | {f('sre_icp_mm')} | {f('dice', 3)} | {f('rotation_deg', 1)} | "
             f"{f('tre_mm')} |"
         )
+    full = [r for r in rows if not r["partial_view"]]
+    if full and len(full) < len(rows):
+        lines += [
+            "",
+            f"Cases with the probe aimed at the gland (no partial view, {len(full)} of {len(rows)}):",
+            "",
+            "| method | SRE known (mm) | SRE ICP (mm) | Dice |",
+            "| --- | --- | --- | --- |",
+        ]
+        part = summarize(full)
+        for method in ("gt_landmarks", "detected", "detected_unweighted", "detected_mi"):
+            s = part[method]
+            lines.append(
+                f"| {METHODS[method]} | {s['sre_known_mm']['mean']:.2f} +- {s['sre_known_mm']['sd']:.2f} | "
+                f"{s['sre_icp_mm']['mean']:.2f} +- {s['sre_icp_mm']['sd']:.2f} | {s['dice']['mean']:.3f} |"
+            )
     lines += ["", "Table 3: SRE histogram (known T_gt), number of cases per bin (mm).", ""]
     edges = [
         f"{a:g}-{b:g}" if np.isfinite(b) else f">= {a:g}" for a, b in zip(SRE_BINS[:-1], SRE_BINS[1:], strict=True)
