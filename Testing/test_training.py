@@ -290,3 +290,22 @@ def test_evaluate_detectors_table(smoke_run, tiny_dataset, tmp_path):
     assert summary["us_a"]["in_view"]["n_cases"] == sum(in_view)
     assert "Wilcoxon" in text  # identical models: p = 1
     assert (report_dir / "detector_errors_us.png").stat().st_size > 10_000
+
+
+def test_training_pools_several_data_folders(tiny_dataset, tmp_path):
+    out = tmp_path / "pooled"
+    cfg = TrainConfig(
+        data=[str(tiny_dataset), str(tiny_dataset)],
+        modality="us",
+        method="dsnt",
+        output=str(out),
+        epochs=1,
+        val_fraction=0.25,
+        **TINY,
+    )
+    train(cfg, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["train_cases"]) + len(config["val_cases"]) == 8
+    assert isinstance(config["data_description"], list) and len(config["data_description"]) == 2
+    card = load_card(export_run(out, tmp_path / "pooled_us"))
+    assert card.data["training"]["command"].startswith(f"landmarkinit train --data {tiny_dataset} {tiny_dataset} ")

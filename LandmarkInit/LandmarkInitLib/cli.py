@@ -117,7 +117,7 @@ def cmd_train(args) -> int:
     except ImportError as e:
         raise LandmarkInitError(f"training needs torch and MONAI ({e}); run `make setup` in the repository") from None
     cfg = TrainConfig(
-        data=str(args.data),
+        data=str(args.data[0]) if len(args.data) == 1 else [str(d) for d in args.data],
         modality=args.modality,
         method=args.method,
         output=str(args.output),
@@ -403,7 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
             "`landmarkinit two-stage`."
         ),
     )
-    p.add_argument("--data", required=True, type=Path, help="training dataset folder (landmarkinit phantom layout)")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="training dataset folder(s) (landmarkinit phantom layout); the cases of several folders are pooled",
+    )
     p.add_argument("--val-data", type=Path, help="validation dataset folder (default: the last 15%% of --data)")
     p.add_argument("--modality", required=True, choices=("mr", "us"))
     p.add_argument(

@@ -42,7 +42,8 @@ OUTPUTS_LOCAL = {
 
 def training_command(cfg: dict) -> str:
     """The `landmarkinit train` command line that reproduces a run, rebuilt from its config.json."""
-    parts = ["landmarkinit train", f"--data {cfg['data']}"]
+    data = cfg["data"] if isinstance(cfg["data"], str) else " ".join(cfg["data"])
+    parts = ["landmarkinit train", f"--data {data}"]
     if cfg.get("val_data"):
         parts.append(f"--val-data {cfg['val_data']}")
     parts += [
@@ -184,7 +185,7 @@ def validate_exported(card_path: Path, cfg: dict) -> dict | None:
     measured as one refinement pass from the truth plus random offsets up to the trained ``max_offset_mm``."""
     from ..evaluation.detectors import evaluate_cards, evaluate_refiner, summarize
 
-    source = cfg.get("val_data") or cfg["data"]
+    source = cfg.get("val_data") or (cfg["data"] if isinstance(cfg["data"], str) else cfg["data"][-1])
     try:
         if cfg["method"] in LOCAL_METHODS:
             result = evaluate_refiner(

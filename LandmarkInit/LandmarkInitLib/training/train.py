@@ -43,7 +43,7 @@ PAPER_LAMBDAS = {
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: str | list[str]  # one dataset folder, or several whose cases are pooled for training
     modality: str
     method: str
     output: str
@@ -89,8 +89,12 @@ def _distributed():
     return world, rank
 
 
+def data_folders(cfg: TrainConfig) -> list[str]:
+    return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+
+
 def _split(cfg: TrainConfig):
-    train_cases = open_dataset(cfg.data)
+    train_cases = [case for folder in data_folders(cfg) for case in open_dataset(folder)]
     if cfg.max_cases:
         train_cases = train_cases[: cfg.max_cases]
     if cfg.val_data:
@@ -217,7 +221,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                     "lambda2": cfg.lambda2(),
                     "train_cases": [c.name for c in train_cases],
                     "val_cases": [c.name for c in val_cases],
-                    "data_description": _describe_data(cfg.data),
+                    "data_description": _describe_data(cfg.data)
+                    if isinstance(cfg.data, str)
+                    else [_describe_data(f) for f in cfg.data],
                 },
                 indent=1,
             )
