@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LandmarkFileError
-from .geometry import LPS_FROM_RAS, VolumeGeometry, lps_to_ras
+from .geometry import VolumeGeometry, lps_to_ras, to_parent_ras_from_sitk_transform
 from .landmark_set import LandmarkSet, validate_labels
 from .landmarks import LANDMARK_LABELS
 
@@ -91,15 +91,10 @@ def read_rigid_transform_ras(path) -> np.ndarray:
         raise LandmarkFileError(f"{path} could not be read as a transform ({str(e).splitlines()[0]})") from None
     if tx.GetDimension() != 3:
         raise LandmarkFileError(f"{path} is not a 3-D transform")
-    # Sample the transform (any ITK linear type) at the origin and unit points: exact for affine maps.
-    basis = np.vstack([np.zeros(3), np.eye(3), [[17.0, -23.0, 31.0]]])
-    mapped = np.array([tx.TransformPoint([float(v) for v in p]) for p in basis])
-    m = np.eye(4)
-    m[:3, 3] = mapped[0]
-    m[:3, :3] = (mapped[1:4] - mapped[0]).T
-    if not np.allclose(m[:3, :3] @ basis[4] + m[:3, 3], mapped[4], atol=1e-6):
-        raise LandmarkFileError(f"{path} is not a linear transform")
-    return LPS_FROM_RAS @ np.linalg.inv(m) @ LPS_FROM_RAS
+    try:
+        return to_parent_ras_from_sitk_transform(tx)
+    except ValueError:
+        raise LandmarkFileError(f"{path} is not a linear transform") from None
 
 
 def open_case(folder) -> PairedCase:

@@ -34,6 +34,21 @@ def convert_matrix_ras_lps(matrix) -> np.ndarray:
     return LPS_FROM_RAS @ np.asarray(matrix, dtype=float) @ LPS_FROM_RAS
 
 
+def to_parent_ras_from_sitk_transform(tx) -> np.ndarray:
+    """A linear SimpleITK/ITK transform (resampling direction in LPS: maps fixed points to moving points) as the
+    RAS "to parent" matrix Slicer shows for it (moving -> fixed): ``LPS inverse(T) LPS``.
+    The transform is sampled at the origin and unit points (exact for any linear ITK type); ValueError if it
+    is not linear."""
+    basis = np.vstack([np.zeros(3), np.eye(3), [[17.0, -23.0, 31.0]]])
+    mapped = np.array([tx.TransformPoint([float(v) for v in p]) for p in basis])
+    m = np.eye(4)
+    m[:3, 3] = mapped[0]
+    m[:3, :3] = (mapped[1:4] - mapped[0]).T
+    if not np.allclose(m[:3, :3] @ basis[4] + m[:3, 3], mapped[4], atol=1e-6):
+        raise ValueError("not a linear transform")
+    return convert_matrix_ras_lps(np.linalg.inv(m))
+
+
 @dataclass(frozen=True)
 class VolumeGeometry:
     """Voxel grid of a 3-D volume: size (I, J, K), spacing (mm), origin (RAS of voxel 0,0,0's centre) and

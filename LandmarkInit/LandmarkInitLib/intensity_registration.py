@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import convert_matrix_ras_lps
+from .geometry import convert_matrix_ras_lps, to_parent_ras_from_sitk_transform
 
 
 @dataclass
@@ -41,13 +41,8 @@ def matrix_to_sitk(matrix, centre_lps=(0.0, 0.0, 0.0)):
 
 
 def sitk_to_matrix(tx) -> np.ndarray:
-    """Any SimpleITK linear transform (US LPS -> MR LPS) -> MR->US RAS matrix, sampled exactly at 4 points."""
-    basis = np.vstack([np.zeros(3), np.eye(3)])
-    mapped = np.array([tx.TransformPoint([float(v) for v in p]) for p in basis])
-    m = np.eye(4)
-    m[:3, 3] = mapped[0]
-    m[:3, :3] = (mapped[1:] - mapped[0]).T
-    return np.linalg.inv(convert_matrix_ras_lps(m))
+    """Any SimpleITK linear transform (US LPS -> MR LPS) -> MR->US RAS matrix."""
+    return to_parent_ras_from_sitk_transform(tx)
 
 
 def fan_mask(us_image):

@@ -73,9 +73,9 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
 
 
 def _swap_check(initialization) -> None:
-    mr_flag = any("looks like 8-bit ultrasound" in f for f in initialization.mr.flags)
-    us_flag = any("does not look like B-mode ultrasound" in f for f in initialization.us.flags)
-    if mr_flag and us_flag:
+    from .detection.runtime import FLAG_LOOKS_LIKE_ULTRASOUND, FLAG_NOT_ULTRASOUND
+
+    if FLAG_LOOKS_LIKE_ULTRASOUND in initialization.mr.flags and FLAG_NOT_ULTRASOUND in initialization.us.flags:
         raise LandmarkInitError(
             "the MR volume looks like ultrasound and the US volume like MR: are --mr and --us swapped?"
         )

@@ -21,6 +21,14 @@ from .model_card import ModelCard, ModelCardError, load_card
 from .preprocess import InvalidVolumeError, check_volume, prepare_input, prepare_patches, sitk_image
 
 BACKENDS = ("onnx", "torchscript")
+# Wrong-modality flags (pipeline.py refuses a run when both volumes raise the other modality's flag).
+FLAG_NOT_ULTRASOUND = (
+    "volume does not look like B-mode ultrasound (values outside 0-255 or no zero background): "
+    "is this an MR volume given to the US model?"
+)
+FLAG_LOOKS_LIKE_ULTRASOUND = (
+    "volume looks like 8-bit ultrasound (0-255 with a zero background): is this a US volume given to the MR model?"
+)
 
 
 @dataclass
@@ -270,13 +278,7 @@ def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, 
             flags.append(f"{label}: detected outside the volume")
     looks_us = float(array.min()) >= 0.0 and float(array.max()) <= 255.0 and float(np.mean(array == 0)) > 0.05
     if card.modality == "us" and not looks_us:
-        flags.append(
-            "volume does not look like B-mode ultrasound (values outside 0-255 or no zero background): "
-            "is this an MR volume given to the US model?"
-        )
-    if card.modality == "mr" and looks_us and float(array.max()) <= 255.0 and float(np.mean(array == 0)) > 0.2:
-        flags.append(
-            "volume looks like 8-bit ultrasound (0-255 with a zero background): is this a US volume given "
-            "to the MR model?"
-        )
+        flags.append(FLAG_NOT_ULTRASOUND)
+    if card.modality == "mr" and looks_us and float(np.mean(array == 0)) > 0.2:
+        flags.append(FLAG_LOOKS_LIKE_ULTRASOUND)
     return flags
