@@ -50,7 +50,8 @@ lint: setup
 lock:
 	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
 	build/lock-venv/bin/pip install --quiet -r requirements/base.in
-	build/lock-venv/bin/pip freeze --all | grep -v '^pip==' > requirements/lock.txt
+	build/lock-venv/bin/pip freeze --all | grep -v '^pip==' \
+	    | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > requirements/lock.txt
 	rm -rf build/lock-venv
 
 clean:
