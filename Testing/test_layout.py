@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "LandmarkInit" / "LandmarkInitLib"
 SLICER_BUNDLED = {"numpy", "vtk", "vtkmodules", "SimpleITK", "slicer", "onnxruntime"}
-# Sub-packages that run only outside Slicer (phantom generation; later training, evaluation) may use more.
-OUTSIDE_SLICER_ONLY: set[str] = {"phantom", "training", "evaluation"}
+# Sub-packages that run only outside Slicer (phantom generation, training, evaluation, the browser app) may use more.
+OUTSIDE_SLICER_ONLY: set[str] = {"phantom", "training", "evaluation", "app"}
 # torch is optional at run time: the runtime imports it lazily, only for TorchScript models.
 # batch.py (the `run --cases` command line) shows tqdm progress and may use Dask; the Slicer module never imports it.
 OPTIONAL_IMPORTS = {"detection/runtime.py": {"torch"}, "batch.py": {"tqdm", "dask"}}

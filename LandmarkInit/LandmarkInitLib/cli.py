@@ -270,6 +270,13 @@ def cmd_detect(args) -> int:
     return EXIT_OK
 
 
+def cmd_app(args) -> int:
+    from .app.server import serve  # trame is needed by this sub-command only
+
+    serve(args.mr, args.us, host=args.host, port=args.port, output_dir=args.output_dir, open_browser=args.open)
+    return EXIT_OK
+
+
 def cmd_evaluate_detectors(args) -> int:
     from .evaluation.detectors import evaluate_cards, write_report
 
@@ -562,6 +569,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", help="a line describing the data, put in the report")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate_detectors)
+    p = sub.add_parser(
+        "app",
+        help="the detect / nudge / save workflow in the browser (local web server; prints its URL)",
+        description="Start the LandmarkInit browser app (trame-slicer): US, MR and fused slice views, Detect, drag "
+        "points with a live re-fit, Save. Without --mr/--us it opens the shipped synthetic sample pair; volumes "
+        "(NRRD, NIfTI, MetaImage or a DICOM folder) can also be loaded from the page.",
+    )
+    p.add_argument("--mr", type=Path, help="MR volume file or DICOM folder (moving)")
+    p.add_argument("--us", type=Path, help="US volume file or DICOM folder (fixed)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free port, printed at start)")
+    p.add_argument(
+        "--output-dir", "-o", default="landmarkinit-output", help="folder proposed for Save (editable in the page)"
+    )
+    p.add_argument("--open", action="store_true", help="open the page in the system's web browser")
+    p.set_defaults(func=cmd_app)
+
     return parser
 
 

@@ -1,0 +1,281 @@
+"""The LandmarkInit web app: trame server, page and the handlers behind its buttons.
+
+Coordinates: every position handled here is RAS (MR points in MR RAS, US points in US RAS); the matrix shown
+and saved is MR_to_US's "to parent" matrix, MR RAS -> US RAS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from trame.app import TrameApp
+
+from ..errors import LandmarkInitError
+from ..initialization import Detectors
+from ..transform_io import transform_matrix
+from . import page
+from .inputs import load_input, load_upload
+from .interim_session import LandmarkSession
+from .runtime import create_runtime
+from .views import AppViews, layout_definition, point_in_view, registered_mr_node
+
+DEFAULT_OUTPUT_DIR = "landmarkinit-output"
+
+
+class LandmarkInitApp(TrameApp):
+    def __init__(self, server=None, *, output_dir=DEFAULT_OUTPUT_DIR, detectors: Detectors | None = None):
+        super().__init__(server=server)
+        from trame_slicer.core import LayoutManager
+        from trame_slicer.rca_view import register_rca_factories
+
+        self.slicer_app, self.context = create_runtime()
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=page.slice_view_gutter)
+        self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
+        self.layout_manager.register_layout_dict(layout_definition())
+        self.views = AppViews(self.slicer_app.view_manager)
+        self.detectors = detectors
+        self.volumes = {"mr": None, "us": None}
+        self.fused_mr = None
+        self.session: LandmarkSession | None = None
+        self.last_refit_seconds = None
+        self._init_state(output_dir)
+        page.build(self)
+        self.layout_manager.set_layout(next(iter(layout_definition())))
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    def _init_state(self, output_dir) -> None:
+        s = self.state
+        s.update(
+            {
+                "busy": False,
+                "progress": 0,
+                "progress_message": "",
+                "error_message": "",
+                "info_message": "",
+                "volume_names": {"mr": "", "us": ""},
+                "detected": False,
+                "rows": [],
+                "matrix": [],
+                "rms_text": "",
+                "status": "Load an MR and a US volume, then press Detect",
+                "qa_flags": [],
+                "orientation": "Axial",
+                "fused_opacity": 0.5,
+                "output_dir": str(output_dir),
+                "overwrite": False,
+                "saved_files": [],
+                "saved_dir": "",
+                "view_points": {},
+                "refit_count": 0,
+            }
+        )
+        s.change("orientation")(self._on_orientation)
+        s.change("fused_opacity")(self._on_opacity)
+
+    def _show_error(self, message: str) -> None:
+        self.state.error_message = message
+        self.state.info_message = ""
+
+    # --- volumes ----------------------------------------------------------------------------------------
+
+    def load_paths(self, mr_path, us_path) -> None:
+        """Load the MR and US volumes from files or DICOM folders (command line)."""
+        for modality, path in (("mr", mr_path), ("us", us_path)):
+            node = load_input(self.context, self.slicer_app.io_manager, path, modality.upper())
+            self._set_volume(modality, node, Path(path).name)
+
+    def upload(self, modality: str, files) -> None:
+        try:
+            node = load_upload(self.context, self.slicer_app.io_manager, list(files or []), modality.upper())
+        except LandmarkInitError as e:
+            self._show_error(f"{modality.upper()} upload not loaded: {e}")
+            return
+        names = ", ".join(str(f.get("name")) for f in files)
+        self._set_volume(modality, node, names)
+        self.state.error_message = ""
+        self.state.info_message = f"{modality.upper()} volume loaded: {names}"
+
+    def _set_volume(self, modality: str, node, display_name: str) -> None:
+        self._close_session()
+        old = self.volumes[modality]
+        if old is not None:
+            self.context.scene.RemoveNode(old)
+        self.volumes[modality] = node
+        self.state.volume_names = {**self.state.volume_names, modality: display_name}
+        mr, us = self.volumes["mr"], self.volumes["us"]
+        if mr is not None and us is not None:
+            self.views.show_volumes(mr, us, None, self.state.fused_opacity)
+            self.state.status = "Press Detect to find the landmarks"
+
+    # --- detection and live re-fit ----------------------------------------------------------------------
+
+    async def detect(self) -> None:
+        mr, us = self.volumes["mr"], self.volumes["us"]
+        if mr is None or us is None:
+            self._show_error("Load both an MR and a US volume before Detect")
+            return
+        with self.state:
+            self.state.update({"busy": True, "progress": 0, "progress_message": "Starting", "error_message": ""})
+        await asyncio.sleep(0.05)  # let the page show the progress bar before the detectors block the loop
+        try:
+            self._close_session()
+            self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors)
+            self.session.detect(progress=self._progress)
+            self.detectors = self.session.detectors
+        except LandmarkInitError as e:
+            self._close_session()
+            self._show_error(f"Detect failed: {e}")
+        else:
+            self.fused_mr = registered_mr_node(self.context.scene, mr, self.session.transform_node)
+            self.views.show_volumes(mr, us, self.fused_mr, self.state.fused_opacity)
+            self.views.show_landmarks(self.session.mr_node, self.session.us_node)
+            self.session.add_listener(self._on_refit)
+            self.state.detected = True
+            self.center_on(self.session.rows()[0]["label"])
+            self._on_refit(self.session)
+        finally:
+            self.state.busy = False
+
+    def _progress(self, fraction: float, message: str) -> None:
+        with self.state:
+            self.state.progress = round(100 * fraction)
+            self.state.progress_message = message
+
+    def _on_refit(self, *_):
+        session = self.session
+        if session is None or session.transform_node is None:
+            return
+        t0 = time.perf_counter()
+        matrix = transform_matrix(session.transform_node)
+        with self.state:
+            self.state.matrix = [[round(float(v), 4) for v in row] for row in matrix]
+            self.state.rows = [_display_row(r) for r in session.rows()]
+            self.state.rms_text = "" if session.rms_mm is None else f"{session.rms_mm:.2f} mm"
+            self.state.status = session.status
+            self.state.qa_flags = list(session.qa_flags)
+            self.state.refit_count += 1
+            self.state.view_points = self.view_points()
+        self.last_refit_seconds = time.perf_counter() - t0
+
+    def view_points(self) -> dict:
+        """Where each landmark shows in each view (fractions of the view from its top-left, and the distance to
+        the slice plane in mm) and each view's field of view (mm): lets the page, and the browser tests, find a
+        point to drag and convert a drag in pixels to mm."""
+        session = self.session
+        out = {}
+        for key, node in (("mr", session.mr_node), ("us", session.us_node), ("fused", session.us_node)):
+            slice_node = self.views.views[key].get_view_node()
+            points = {}
+            for i in range(node.GetNumberOfControlPoints()):
+                where = point_in_view(slice_node, node.GetNthControlPointPosition(i))
+                if where is not None:
+                    points[node.GetNthControlPointLabel(i)] = [round(v, 5) for v in where]
+            out[key] = {"points": points, "fov_mm": [round(v, 4) for v in slice_node.GetFieldOfView()[:2]]}
+        return out
+
+    def center_on(self, label: str) -> None:
+        session = self.session
+        if session is None:
+            return
+        from ..markups_io import find_point_index
+
+        mr = session.mr_node.GetNthControlPointPosition(find_point_index(session.mr_node, label))
+        us = session.us_node.GetNthControlPointPosition(find_point_index(session.us_node, label))
+        self.views.center_on(mr, us)
+        self.state.view_points = self.view_points()
+
+    def reset_point(self, modality: str, label: str) -> None:
+        if self.session is None:
+            return
+        try:
+            self.session.reset_landmark(modality, label)
+        except LandmarkInitError as e:
+            self._show_error(str(e))
+
+    # --- display ----------------------------------------------------------------------------------------
+
+    def _on_orientation(self, orientation, **_):
+        self.views.set_orientation(orientation)
+        if self.session is not None and self.session.mr_node is not None:
+            self.center_on(self.session.rows()[0]["label"])
+
+    def _on_opacity(self, fused_opacity, **_):
+        self.views.set_fused_opacity(fused_opacity)
+
+    # --- saving -----------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        if self.session is None or self.session.transform_node is None:
+            self._show_error("Nothing to save yet: press Detect first")
+            return
+        folder = Path(str(self.state.output_dir or "")).expanduser()
+        if not str(self.state.output_dir or "").strip():
+            self._show_error("Give the folder to save into")
+            return
+        try:
+            paths = self.session.save(folder, force=bool(self.state.overwrite))
+        except LandmarkInitError as e:
+            self._show_error(f"Not saved: {e}")
+            return
+        self.saved = {name: Path(p) for name, p in paths.items()}
+        self.state.saved_dir = str(folder.resolve())
+        self.state.saved_files = list(self.saved)
+        self.state.error_message = ""
+        self.state.info_message = f"Saved {', '.join(self.saved)} to {folder.resolve()}"
+
+    def download(self, name: str):
+        """The bytes of a saved file, as a download attachment (only the files this app saved)."""
+        path = getattr(self, "saved", {}).get(name)
+        if path is None or not path.is_file():
+            self._show_error(f"{name} has not been saved yet")
+            return None
+        return self.server.protocol.addAttachment(path.read_bytes())
+
+    def _close_session(self) -> None:
+        if self.fused_mr is not None:
+            self.views.views["fused"].set_foreground_volume_id(None)
+            self.context.scene.RemoveNode(self.fused_mr)
+            self.fused_mr = None
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        self.state.update({"detected": False, "rows": [], "matrix": [], "rms_text": "", "qa_flags": []})
+        self.state.update({"view_points": {}, "saved_files": []})
+
+
+def _display_row(row: dict) -> dict:
+    def mm(value):
+        return "-" if value is None or value != value else f"{value:.2f}"
+
+    return {
+        "label": row["label"],
+        "name": row["name"],
+        "fre": mm(row["fre_mm"]),
+        "spread_mr": mm(row["spread_mr_mm"]),
+        "spread_us": mm(row["spread_us_mm"]),
+        "edited_mr": bool(row["edited_mr"]),
+        "edited_us": bool(row["edited_us"]),
+    }
+
+
+def serve(mr=None, us=None, *, host="127.0.0.1", port=0, output_dir=DEFAULT_OUTPUT_DIR, open_browser=False):
+    """Start the app (blocking); prints the URL once the server listens. Without volumes: the sample pair."""
+    from ..resources import sample_case_dir
+
+    if (mr is None) != (us is None):
+        raise LandmarkInitError("give both --mr and --us, or neither (then the shipped sample pair opens)")
+    if mr is None:
+        mr, us = sample_case_dir() / "mr.nrrd", sample_case_dir() / "us.nrrd"
+    app = LandmarkInitApp(output_dir=output_dir)
+    app.load_paths(mr, us)
+
+    def announce(**_):
+        print(f"LandmarkInit app: http://{host}:{app.server.port}/", flush=True)
+
+    app.server.controller.on_server_ready.add(announce)
+    sys.argv = sys.argv[:1]  # trame parses sys.argv itself; the options were given above
+    app.server.start(host=host, port=port, open_browser=open_browser, show_connection_info=False, timeout=0)

@@ -1,0 +1,240 @@
+"""The browser app (`landmarkinit app`) driven end to end in a real browser: Debian's chromium, headless,
+through Playwright; the server is the real command on a free loopback port, on the shipped synthetic sample
+pair, with the shipped ONNX detectors. Saved files are read back with Slicer's own readers (slicer-core)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWS = ("us", "mr", "fused")  # left to right in the page
+SAVED = ("mr_landmarks.mrk.json", "us_landmarks.mrk.json", "mr_to_us.h5")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (make setup installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """`landmarkinit app` on a free loopback port (the sample pair); stopped after the module's tests."""
+    log = tmp_path_factory.mktemp("app-log") / "server.log"
+    cmd = [sys.executable, "-m", "LandmarkInitLib.cli", "app", "--port", "0", "--host", "127.0.0.1"]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=tmp_path_factory.mktemp("app-cwd"))
+    try:
+        line = proc.stdout.readline().decode()  # blocks until the server prints its URL (or exits)
+        assert line.startswith("LandmarkInit app: http://127.0.0.1:"), f"no URL printed: {line!r}\n{log.read_text()}"
+        yield line.split(": ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1500, "height": 850}, accept_downloads=True)
+    page.goto(app_url)
+    wait_for_views(page)
+    yield page
+    page.close()
+
+
+def wait_for_views(page) -> None:
+    """The three slice views have received a rendered image from the server."""
+    page.wait_for_function(
+        "() => { const imgs = document.querySelectorAll('img.image-display-area');"
+        " return imgs.length === 3 && Array.from(imgs).every(i => i.naturalWidth > 0); }",
+        timeout=60_000,
+    )
+
+
+def debug_state(page) -> dict:
+    return json.loads(page.locator("#lm-debug").text_content())
+
+
+def view_image(page, key: str):
+    return page.locator("img.image-display-area").nth(VIEWS.index(key))
+
+
+def screen_position(page, key: str, label: str) -> tuple[float, float]:
+    """Page coordinates (CSS px) of a landmark in a view, from the server's slice geometry (fractions from the
+    view's top-left) and the view's box in the page."""
+    fx, fy, distance_mm = debug_state(page)["view_points"][key]["points"][label]
+    assert distance_mm < 0.5, f"{label} is not on the {key} view's slice ({distance_mm} mm away)"
+    box = view_image(page, key).bounding_box()
+    return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+
+def run_detect(page) -> dict:
+    """Press Detect; returns the debug state after the first fit. Asserts the progress bar was shown."""
+    count = debug_state(page)["refit_count"]
+    page.evaluate(
+        "() => { window.__progressSeen = false; new MutationObserver(() => {"
+        " if (document.querySelector('[data-testid=progress]')) window.__progressSeen = true; })"
+        ".observe(document.body, {childList: true, subtree: true}); }"
+    )
+    page.click("[data-testid=detect]")
+    page.wait_for_function(
+        f"() => JSON.parse(document.querySelector('#lm-debug').textContent).refit_count > {count}", timeout=60_000
+    )
+    assert page.evaluate("window.__progressSeen"), "no progress indicator was shown during Detect"
+    return debug_state(page)
+
+
+def save_to(page, folder: Path) -> None:
+    page.fill("[data-testid=output-dir] input", str(folder))
+    page.click("[data-testid=save]")
+    page.wait_for_function(
+        "(f) => document.body.innerText.includes('Saved ') && document.body.innerText.includes(f)",
+        arg=str(folder),
+        timeout=30_000,
+    )
+
+
+def read_back(folder: Path):
+    """The saved files, read with Slicer's markups and transform readers (RAS)."""
+    from LandmarkInitLib.markups_io import read_landmarks_file
+    from LandmarkInitLib.scene import create_context
+    from LandmarkInitLib.transform_io import load_transform, transform_matrix
+
+    context = create_context()
+    _, mr = read_landmarks_file(context, folder / SAVED[0])
+    _, us = read_landmarks_file(context, folder / SAVED[1])
+    matrix = transform_matrix(load_transform(context, folder / SAVED[2]))
+    context.clear()
+    return mr, us, matrix
+
+
+def fused_pixels(page) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    return np.asarray(Image.open(BytesIO(view_image(page, "fused").screenshot())).convert("L"), dtype=float)
+
+
+def test_detect_drag_save_in_the_browser(page, tmp_path):
+    state = run_detect(page)
+    assert set(state["view_points"]) == set(VIEWS)
+    page.get_by_role("button", name="Apex", exact=True).wait_for()
+    matrix_detected = np.array(state["matrix"])
+
+    save_to(page, tmp_path / "detected")
+    mr0, us0, m0 = read_back(tmp_path / "detected")
+    np.testing.assert_allclose(m0, matrix_detected, atol=1e-3)  # the page shows the server's transform
+
+    # Download offered: the bytes are those of the saved file.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="mr_to_us.h5").click()
+    assert Path(download.value.path()).read_bytes() == (tmp_path / "detected" / "mr_to_us.h5").read_bytes()
+
+    # Drag the US apex along the screen's x axis, in the US view, with the mouse.
+    time.sleep(1.0)  # let the fused view settle before the reference screenshot
+    fused_before = fused_pixels(page)
+    x, y = screen_position(page, "us", "apex")
+    drag_px = 60
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(x + drag_px * step / 12, y)
+        time.sleep(0.03)
+    page.mouse.up()
+    page.wait_for_function(
+        "(m) => JSON.stringify(JSON.parse(document.querySelector('#lm-debug').textContent).matrix) !== m",
+        arg=json.dumps(state["matrix"]),
+        timeout=20_000,
+    )
+    page.wait_for_selector("[data-testid=error]", state="detached")
+
+    # The fused view re-rendered: MR moved under the transform (far more pixels than a point marker covers).
+    deadline, changed = time.monotonic() + 15, 0
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = fused_pixels(page)
+        changed = int(np.count_nonzero(np.abs(after - fused_before) > 12)) if after.shape == fused_before.shape else 0
+        if changed > 5000:
+            break
+    assert changed > 5000, f"fused view barely changed after the drag ({changed} pixels)"
+
+    state_after = debug_state(page)
+    save_to(page, tmp_path / "dragged")
+    mr1, us1, m1 = read_back(tmp_path / "dragged")
+    np.testing.assert_allclose(m1, np.array(state_after["matrix"]), atol=1e-3)  # page == server
+    assert us1.labels == us0.labels and mr1.labels == mr0.labels
+
+    # Only the US apex moved, in the US view's (axial) plane, by about the dragged distance.
+    np.testing.assert_allclose(mr1.points_ras, mr0.points_ras, atol=1e-6)
+    apex = us0.labels.index("apex")
+    others = [i for i in range(len(us0.labels)) if i != apex]
+    np.testing.assert_allclose(us1.points_ras[others], us0.points_ras[others], atol=1e-6)
+    moved = us1.points_ras[apex] - us0.points_ras[apex]
+    box = view_image(page, "us").bounding_box()
+    expected_mm = drag_px * state["view_points"]["us"]["fov_mm"][0] / box["width"]
+    assert abs(moved[2]) < 0.05 * expected_mm, f"the point left the axial plane: {moved}"
+    assert np.linalg.norm(moved) == pytest.approx(expected_mm, rel=0.15)
+    # Screen x is patient left (R decreasing) in Slicer's default axial view.
+    assert moved[0] < -0.8 * expected_mm
+
+    # The re-fit pulled the MR apex's image towards the moved US apex, by part of the move.
+    p = np.append(mr0.points_ras[mr0.labels.index("apex")], 1.0)
+    shift = (m1 @ p - m0 @ p)[:3]
+    along = shift @ moved / np.linalg.norm(moved)
+    assert 0.1 * np.linalg.norm(moved) < along <= np.linalg.norm(moved) + 1e-6, (shift, moved)
+    assert not np.allclose(m1, m0, atol=1e-3)
+
+
+def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path):
+    import SimpleITK as sitk
+
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("not an image\n")
+    corrupt = tmp_path / "corrupt.nrrd"
+    corrupt.write_bytes(b"NRRD0004\ntype: what\n\n\x00\x01")
+    flat = tmp_path / "slice2d.nrrd"
+    sitk.WriteImage(sitk.Image(32, 24, sitk.sitkUInt8), str(flat))
+
+    for path, expected in ((not_an_image, "unsupported volume format"), (corrupt, "could not be read"), (flat, "3-D")):
+        page.set_input_files("[data-testid=upload-us] input[type=file]", str(path))
+        alert = page.locator("[data-testid=error]")
+        alert.wait_for(timeout=20_000)
+        text = alert.inner_text()
+        assert "US upload not loaded" in text and path.name in text and expected in text, text
+        page.click("[data-testid=error] button")  # close it; the next error must appear afresh
+        alert.wait_for(state="detached", timeout=5_000)
+
+    # Still working on the volumes it had: Detect fits and the views are there.
+    state = run_detect(page)
+    assert state["matrix"] and state["view_points"]["us"]["points"]
+    assert page.locator("[data-testid=error]").count() == 0
+    wait_for_views(page)
