@@ -70,6 +70,16 @@ class Detectors:
         return cls(**detectors)
 
 
+def check_not_swapped(mr: Detection, us: Detection) -> None:
+    """Refuse a pair whose detectors both say it looks like the other modality."""
+    from .detection.runtime import FLAG_LOOKS_LIKE_ULTRASOUND, FLAG_NOT_ULTRASOUND
+
+    if FLAG_LOOKS_LIKE_ULTRASOUND in mr.flags and FLAG_NOT_ULTRASOUND in us.flags:
+        raise LandmarkInitError(
+            "the MR volume looks like ultrasound and the US volume like MR: are the MR and US inputs swapped?"
+        )
+
+
 def initialize(mr_image, us_image, detectors: Detectors, *, weighting: str = DEFAULT_WEIGHTING) -> Initialization:
     """Detect the landmarks on both SimpleITK images and fit the rigid MR-to-US transform."""
     t0 = time.perf_counter()

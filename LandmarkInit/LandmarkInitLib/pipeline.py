@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import LandmarkFileError, LandmarkInitError
-from .initialization import DEFAULT_WEIGHTING, Detectors, initialize
+from .initialization import DEFAULT_WEIGHTING, Detectors, check_not_swapped, initialize
 from .quality import QualityReport, assess, features, load_thresholds
 from .report import CONVENTION
 
@@ -69,15 +69,6 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
     if existing and not force:
         raise LandmarkFileError(
             f"{output_dir} already holds results ({', '.join(existing)}); choose another --output-dir or pass --force"
-        )
-
-
-def _swap_check(initialization) -> None:
-    from .detection.runtime import FLAG_LOOKS_LIKE_ULTRASOUND, FLAG_NOT_ULTRASOUND
-
-    if FLAG_LOOKS_LIKE_ULTRASOUND in initialization.mr.flags and FLAG_NOT_ULTRASOUND in initialization.us.flags:
-        raise LandmarkInitError(
-            "the MR volume looks like ultrasound and the US volume like MR: are --mr and --us swapped?"
         )
 
 
@@ -142,7 +133,7 @@ def run_case(
     thresholds = load_thresholds() if qa_thresholds is None else qa_thresholds
 
     init = initialize(mr_image, us_image, detectors, weighting=weighting)
-    _swap_check(init)
+    check_not_swapped(init.mr, init.us)
     quality = assess(
         features(init, us_image),
         thresholds,

@@ -34,26 +34,37 @@ FEATURES = {  # name: (direction that flags, description)
 QA_FILE = "qa_thresholds.json"
 
 
-def us_fan_margin_mm(us_image, points_ras) -> np.ndarray:
-    """Signed distance (mm) of each RAS point inside the US fan (non-zero voxels); negative outside it."""
+def fan_distance_map(us_image):
+    """Signed distance (mm) to the edge of the US fan (non-zero voxels), positive inside. Computed once per US
+    volume by interactive front ends, which then ask :func:`fan_margin_at` for every new point position."""
     import SimpleITK as sitk
 
-    from .geometry import ras_to_lps
     from .intensity_registration import fan_mask
 
-    inside_distance = sitk.SignedMaurerDistanceMap(
+    return sitk.SignedMaurerDistanceMap(
         fan_mask(us_image), insideIsPositive=True, squaredDistance=False, useImageSpacing=True
     )
+
+
+def fan_margin_at(distance_map, points_ras) -> np.ndarray:
+    """Value of :func:`fan_distance_map` at each RAS point (nearest voxel); -inf outside the volume."""
+    from .geometry import ras_to_lps
+
     out = []
+    size = distance_map.GetSize()
     for p in ras_to_lps(np.atleast_2d(points_ras)):
-        index = inside_distance.TransformPhysicalPointToContinuousIndex([float(v) for v in p])
-        size = inside_distance.GetSize()
+        index = distance_map.TransformPhysicalPointToContinuousIndex([float(v) for v in p])
         if all(-0.5 <= c <= s - 0.5 for c, s in zip(index, size, strict=True)):
             nearest = [int(round(min(max(c, 0), s - 1))) for c, s in zip(index, size, strict=True)]
-            out.append(float(inside_distance[nearest]))
+            out.append(float(distance_map[nearest]))
         else:
             out.append(-float("inf"))  # outside the US volume altogether
     return np.array(out)
+
+
+def us_fan_margin_mm(us_image, points_ras) -> np.ndarray:
+    """Signed distance (mm) of each RAS point inside the US fan (non-zero voxels); negative outside it."""
+    return fan_margin_at(fan_distance_map(us_image), points_ras)
 
 
 def features(initialization, us_image) -> dict:

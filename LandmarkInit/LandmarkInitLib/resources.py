@@ -34,5 +34,24 @@ def default_model_card(modality: str) -> Path:
     return path
 
 
+# Detectors offered to users, by name: the model card suffix in Resources/Models (<modality>_landmarks<suffix>.json).
+DETECTOR_CHOICES: dict[str, str] = {
+    "two-stage": "",  # shipped default: Noothout global patch votes + local refinement
+    "g2l-global": "_g2l-global",  # the global stage alone (faster, less accurate)
+    "dsnt-dist": "_dsnt-dist",  # Fang 2023 U-Net + DSNT with distance-map regularization (single stage)
+}
+DEFAULT_DETECTOR = "two-stage"
+
+
+def detector_card(choice: str, modality: str) -> Path:
+    """The model card of a named detector (see DETECTOR_CHOICES) for one modality."""
+    if choice not in DETECTOR_CHOICES:
+        raise LandmarkFileError(f"unknown detector {choice!r}: use one of {', '.join(DETECTOR_CHOICES)}")
+    path = models_dir() / f"{modality}_landmarks{DETECTOR_CHOICES[choice]}.json"
+    if not path.is_file():
+        raise LandmarkFileError(f"the {choice} detector's {modality.upper()} model card {path} is missing")
+    return path
+
+
 def sample_case_dir() -> Path:
     return resources_dir() / "SampleData" / "phantom" / "case_0000"

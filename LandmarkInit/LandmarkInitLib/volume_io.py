@@ -35,6 +35,21 @@ def load_volume(context, path, name: str | None = None, *, labelmap: bool = Fals
     return node
 
 
+def image_from_volume_node(node):
+    """A SimpleITK image (LPS geometry) with the voxels and the node's own IJK-to-RAS geometry; a parent transform
+    of the node is not applied. The voxels are copied: the node is never modified."""
+    import SimpleITK as sitk
+    import slicer
+
+    from .geometry import VolumeGeometry
+
+    if node is None or node.GetImageData() is None:
+        raise LandmarkFileError("the volume node has no image data; load a volume first")
+    image = sitk.GetImageFromArray(slicer.util.arrayFromVolume(node).copy())
+    VolumeGeometry.from_volume_node(node).apply_to_sitk_image(image)
+    return image
+
+
 def save_volume(context, node, path, *, force: bool = False) -> Path:
     """Write a volume node with Slicer's volume archetype storage node (format from the extension)."""
     import slicer
