@@ -96,15 +96,15 @@ def screen_position(page, key: str, label: str) -> tuple[float, float]:
     return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
 
 
-def run_detect(page) -> dict:
-    """Press Detect; returns the debug state after the first fit. Asserts the progress bar was shown."""
+def run_detect(page, button: str = "detect") -> dict:
+    """Press Detect; returns the debug state after the fit. Asserts the progress bar was shown."""
     count = debug_state(page)["refit_count"]
     page.evaluate(
         "() => { window.__progressSeen = false; new MutationObserver(() => {"
         " if (document.querySelector('[data-testid=progress]')) window.__progressSeen = true; })"
         ".observe(document.body, {childList: true, subtree: true}); }"
     )
-    page.click("[data-testid=detect]")
+    page.click(f"[data-testid={button}]")
     page.wait_for_function(
         f"() => JSON.parse(document.querySelector('#lm-debug').textContent).refit_count > {count}", timeout=60_000
     )
@@ -212,6 +212,12 @@ def test_detect_drag_save_in_the_browser(page, tmp_path):
     along = shift @ moved / np.linalg.norm(moved)
     assert 0.1 * np.linalg.norm(moved) < along <= np.linalg.norm(moved) + 1e-6, (shift, moved)
     assert not np.allclose(m1, m0, atol=1e-3)
+
+    # Detect again: it refuses to overwrite the edit until confirmed, then restores the detected fit.
+    page.click("[data-testid=detect]")
+    page.locator("[data-testid=error]").filter(has_text="overwrite your edits of US Apex").wait_for()
+    state = run_detect(page, "detect-overwrite")
+    np.testing.assert_allclose(np.array(state["matrix"]), m0, atol=1e-3)
 
 
 def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path):

@@ -100,6 +100,15 @@ def build(app) -> None:
                 click_close="error_message = ''",
                 **_test_id("error"),
             )
+            v.VBtn(
+                "Detect anyway (overwrite my edits)",
+                v_if="confirm",
+                color="warning",
+                size="small",
+                classes="ma-2",
+                click=(app.detect, "[true]"),
+                **_test_id("detect-overwrite"),
+            )
             v.VAlert("{{ info_message }}", v_if="info_message", type="info", density="compact", closable=True)
             with html.Div(style="height: calc(100vh - 140px); display: flex;", classes="views"):
                 app.layout_manager.initialize_layout_grid(layout)
@@ -143,6 +152,17 @@ def _panel(app) -> None:
                             title=f"Put the {modality.upper()} point back where the detector predicted it",
                             click=(app.reset_point, f"['{modality}', row.label]"),
                         )
+        v.VBtn(
+            "Undo",
+            v_if="detected",
+            size="small",
+            variant="tonal",
+            prepend_icon="mdi-undo",
+            disabled=("!can_undo",),
+            title="Undo the last move, reset or detection of points",
+            click=app.undo,
+            classes="mt-2",
+        )
         html.Div("RMS residual: {{ rms_text }}", v_if="detected", classes="text-body-2 mt-2", id="lm-rms")
         with html.Div(v_if="qa_flags.length", classes="mt-2"):
             html.Div("Quality flags", classes="text-subtitle-2")

@@ -16,9 +16,9 @@ from trame.app import TrameApp
 from ..errors import LandmarkInitError
 from ..initialization import Detectors
 from ..transform_io import transform_matrix
+from ..workflow import LandmarkSession, UnsavedEditsError
 from . import page
 from .inputs import load_input, load_upload
-from .interim_session import LandmarkSession
 from .runtime import create_runtime
 from .views import AppViews, layout_definition, point_in_view, registered_mr_node
 
@@ -71,6 +71,9 @@ class LandmarkInitApp(TrameApp):
                 "saved_dir": "",
                 "view_points": {},
                 "refit_count": 0,
+                "focus": "apex",
+                "confirm": False,
+                "can_undo": False,
             }
         )
         s.change("orientation")(self._on_orientation)
@@ -113,30 +116,37 @@ class LandmarkInitApp(TrameApp):
 
     # --- detection and live re-fit ----------------------------------------------------------------------
 
-    async def detect(self) -> None:
+    async def detect(self, overwrite_edits: bool = False) -> None:
         mr, us = self.volumes["mr"], self.volumes["us"]
         if mr is None or us is None:
             self._show_error("Load both an MR and a US volume before Detect")
             return
         with self.state:
-            self.state.update({"busy": True, "progress": 0, "progress_message": "Starting", "error_message": ""})
+            self.state.update(
+                {"busy": True, "progress": 0, "progress_message": "Starting", "error_message": "", "confirm": False}
+            )
         await asyncio.sleep(0.05)  # let the page show the progress bar before the detectors block the loop
+        first = self.session is None
         try:
-            self._close_session()
-            self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors)
-            self.session.detect(progress=self._progress)
+            if first:
+                self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors)
+                self.session.add_listener(self._on_refit)
+            self.session.detect(progress=self._progress, overwrite_edits=overwrite_edits)
             self.detectors = self.session.detectors
+        except UnsavedEditsError as e:
+            self._show_error(f"Not detected: {e}")
+            self.state.confirm = True
         except LandmarkInitError as e:
-            self._close_session()
             self._show_error(f"Detect failed: {e}")
         else:
-            self.fused_mr = registered_mr_node(self.context.scene, mr, self.session.transform_node)
-            self.views.show_volumes(mr, us, self.fused_mr, self.state.fused_opacity)
-            self.views.show_landmarks(self.session.mr_node, self.session.us_node)
-            self.session.add_listener(self._on_refit)
+            if first:
+                self.fused_mr = registered_mr_node(self.context.scene, mr, self.session.transform_node)
+                self.views.show_volumes(mr, us, self.fused_mr, self.state.fused_opacity)
+                self.views.show_landmarks(self.session.mr_node, self.session.us_node)
             self.state.detected = True
-            self.center_on(self.session.rows()[0]["label"])
+            self.center_on(self.state.focus or "apex")
             self._on_refit(self.session)
+            self.state.info_message = " ".join(self.session.messages)
         finally:
             self.state.busy = False
 
@@ -153,10 +163,11 @@ class LandmarkInitApp(TrameApp):
         matrix = transform_matrix(session.transform_node)
         with self.state:
             self.state.matrix = [[round(float(v), 4) for v in row] for row in matrix]
-            self.state.rows = [_display_row(r) for r in session.rows()]
+            self.state.rows = [_display_row(r.as_dict()) for r in session.rows()]
             self.state.rms_text = "" if session.rms_mm is None else f"{session.rms_mm:.2f} mm"
             self.state.status = session.status
             self.state.qa_flags = list(session.qa_flags)
+            self.state.can_undo = session.can_undo()
             self.state.refit_count += 1
             self.state.view_points = self.view_points()
         self.last_refit_seconds = time.perf_counter() - t0
@@ -178,30 +189,34 @@ class LandmarkInitApp(TrameApp):
         return out
 
     def center_on(self, label: str) -> None:
-        session = self.session
-        if session is None:
+        """Centre the MR view on the MR point and the US and fused views on the US point of a landmark."""
+        if self.session is None or self.session.mr_node is None:
             return
-        from ..markups_io import find_point_index
-
-        mr = session.mr_node.GetNthControlPointPosition(find_point_index(session.mr_node, label))
-        us = session.us_node.GetNthControlPointPosition(find_point_index(session.us_node, label))
-        self.views.center_on(mr, us)
+        self.state.focus = label
+        self.views.center_on(self.session.jump_target("mr", label), self.session.jump_target("us", label))
         self.state.view_points = self.view_points()
 
     def reset_point(self, modality: str, label: str) -> None:
+        self._point_action(lambda: self.session.reset_landmark(modality, label))
+
+    def undo(self) -> None:
+        self._point_action(self.session.undo)
+
+    def _point_action(self, action) -> None:
         if self.session is None:
             return
         try:
-            self.session.reset_landmark(modality, label)
+            action()
         except LandmarkInitError as e:
             self._show_error(str(e))
+        else:
+            self._on_refit()
 
     # --- display ----------------------------------------------------------------------------------------
 
     def _on_orientation(self, orientation, **_):
         self.views.set_orientation(orientation)
-        if self.session is not None and self.session.mr_node is not None:
-            self.center_on(self.session.rows()[0]["label"])
+        self.center_on(self.state.focus or "apex")
 
     def _on_opacity(self, fused_opacity, **_):
         self.views.set_fused_opacity(fused_opacity)
@@ -241,7 +256,10 @@ class LandmarkInitApp(TrameApp):
             self.context.scene.RemoveNode(self.fused_mr)
             self.fused_mr = None
         if self.session is not None:
-            self.session.close()
+            self.session.close()  # stops observing; the nodes it made are removed here
+            for node in (self.session.mr_node, self.session.us_node, self.session.transform_node):
+                if node is not None and node.GetScene() is not None:
+                    self.context.scene.RemoveNode(node)
             self.session = None
         self.state.update({"detected": False, "rows": [], "matrix": [], "rms_text": "", "qa_flags": []})
         self.state.update({"view_points": {}, "saved_files": []})
