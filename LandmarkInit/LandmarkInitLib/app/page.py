@@ -38,7 +38,7 @@ def build(app) -> None:
             "html { overflow-y: auto; } .layout-grid-container { height: 100%; min-height: 420px; }"
             " .lm-table td, .lm-table th { padding: 2px 6px; font-size: 0.85rem; }"
         )
-        layout.title.set_text("LandmarkInit: MR-to-US initialization")
+        layout.title.set_text("LandmarkInit")
         with layout.toolbar:
             v.VSpacer()
             for modality in ("mr", "us"):
@@ -128,8 +128,13 @@ def _panel(app) -> None:
         html.Div("{{ status }}", classes="text-body-2 my-2", id="lm-status")
         with v.VTable(density="compact", classes="lm-table", v_if="detected"):
             with html.Thead(), html.Tr():
-                for title in ("Landmark", "residual mm", "spread MR", "spread US", ""):
-                    html.Th(title)
+                for title, tip in (
+                    ("Landmark", "click to show it in the views"),
+                    ("FRE", "residual of the fit at this landmark (mm)"),
+                    ("spread MR / US", "detector spread (mm): larger means less confident"),
+                    ("reset", "put an edited point back on the detector's prediction"),
+                ):
+                    html.Th(title, title=tip)
             with html.Tbody(), html.Tr(v_for="row in rows", key="row.label"):
                 with html.Td():
                     v.VBtn(
@@ -140,13 +145,13 @@ def _panel(app) -> None:
                         click=(app.center_on, "[row.label]"),
                     )
                 html.Td("{{ row.fre }}", classes="fre")
-                html.Td("{{ row.spread_mr }}")
-                html.Td("{{ row.spread_us }}")
-                with html.Td():
+                html.Td("{{ row.spread_mr }} / {{ row.spread_us }}")
+                with html.Td(style="white-space: nowrap;"):
                     for modality in ("mr", "us"):
                         v.VBtn(
-                            f"reset {modality.upper()}",
+                            modality.upper(),
                             size="x-small",
+                            classes="mr-1",
                             variant="tonal",
                             disabled=(f"!row.edited_{modality}",),
                             title=f"Put the {modality.upper()} point back where the detector predicted it",

@@ -36,6 +36,7 @@ class LandmarkInitApp(TrameApp):
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(layout_definition())
         self.views = AppViews(self.slicer_app.view_manager)
+        self.views.resize_listeners.append(lambda: self.center_on(self.state.focus or "apex"))
         self.detectors = detectors
         self.volumes = {"mr": None, "us": None}
         self.fused_mr = None

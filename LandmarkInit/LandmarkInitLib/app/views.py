@@ -58,9 +58,22 @@ class AppViews:
 
     def __init__(self, view_manager):
         self.views = {key: view_manager.get_view(tag) for key, tag in VIEW_TAGS.items()}
+        self.resize_listeners: list = []
         for key, view in self.views.items():
             if view is None:
                 raise RuntimeError(f"slice view {VIEW_TAGS[key]!r} was not created")
+            view.interactor().AddObserver("WindowResizeEvent", self._resized(view))
+
+    def _resized(self, view):
+        """The page gives each view its size only once it is shown (and again when the window changes): fit the
+        volume to the new size then, or it stays fitted to the default window size."""
+
+        def on_resize(*_):
+            view.fit_view_to_content()
+            for callback in self.resize_listeners:
+                callback()
+
+        return on_resize
 
     def view_node_id(self, key: str) -> str:
         return self.views[key].get_view_node_id()
