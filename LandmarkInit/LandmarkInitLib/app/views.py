@@ -63,6 +63,9 @@ class AppViews:
             if view is None:
                 raise RuntimeError(f"slice view {VIEW_TAGS[key]!r} was not created")
             view.interactor().AddObserver("WindowResizeEvent", self._resized(view))
+            # trame-slicer asks for 8x multisampling; slice images gain nothing from it and Mesa's CPU rasterizer
+            # pays for it on every frame (set before the first render, when the window is created).
+            view.render_window().SetMultiSamples(0)
 
     def _resized(self, view):
         """The page gives each view its size only once it is shown (and again when the window changes): fit the
