@@ -9,7 +9,6 @@ import logging
 import os
 from typing import Annotated
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -29,7 +28,7 @@ from LandmarkInitLib.registration import FIT_MODES
 from LandmarkInitLib.resources import DEFAULT_DETECTOR, DETECTOR_CHOICES
 from LandmarkInitLib.sample_data import SAMPLE_NAME, sample_data_source
 from LandmarkInitLib.scene import current_context
-from LandmarkInitLib.workflow import Cancelled, LandmarkSession, UnsavedEditsError, missing_inputs
+from LandmarkInitLib.workflow import OUTPUT_FILES, Cancelled, LandmarkSession, missing_inputs
 
 
 class LandmarkInit(ScriptedLoadableModule):
@@ -62,12 +61,18 @@ reflection correction.
 
 
 def registerSampleData():
-    """The shipped synthetic MR/US pair in the Sample Data module."""
+    """The shipped synthetic MR/US pair in the Sample Data module (a broken install only logs: startup goes on)."""
     import SampleData
 
-    source = sample_data_source(os.path.join(os.path.dirname(__file__), "Resources", "Icons"))
-    SampleData.SampleDataLogic.registerCustomSampleDataCategory(source["category"], title="LandmarkInit")
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(**source)
+    try:
+        source = sample_data_source(os.path.join(os.path.dirname(__file__), "Resources", "Icons"))
+    except FileNotFoundError as e:
+        logging.warning(f"LandmarkInit sample data not registered: {e}")
+        return
+    logic = SampleData.SampleDataLogic
+    if hasattr(logic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
+        logic.registerCustomSampleDataCategory(source["category"], title="LandmarkInit")
+    logic.registerCustomSampleDataSource(**source)
 
 
 @parameterNodeWrapper
@@ -91,6 +96,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._settingNodes = False
+        self._message = None  # (text, is_error) of the last action
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -122,6 +128,9 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+        if self._parameterNode and self._parameterNodeGuiTag:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
         self._closeSession()
 
     def enter(self) -> None:
@@ -167,6 +176,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._closeSession()
             if p.mrVolume and p.usVolume and p.mrLandmarks and p.usLandmarks:
                 self._openSession()
+                self._showSessionNodes()  # the session may have made MR_to_US: select it, or it is made again
         if self.session is not None:
             if self.session.mode != p.fitMode:
                 self.session.mode = p.fitMode
@@ -189,6 +199,15 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.session.add_listener(lambda session: self.updateGui())
 
+    def _showSessionNodes(self) -> None:
+        """Select the session's nodes in the parameter node; they change together, so the session is kept."""
+        p, s = self._parameterNode, self.session
+        self._settingNodes = True
+        try:
+            p.mrLandmarks, p.usLandmarks, p.outputTransform = s.mr_node, s.us_node, s.transform_node
+        finally:
+            self._settingNodes = False
+
     def _closeSession(self) -> None:
         if self.session is not None:
             self.session.close()
@@ -200,17 +219,25 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if problem:
             self._showStatus(problem, error=True)
             return
+        self._message = None
         try:
-            backend = ensure_inference_runtime(
-                lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle="LandmarkInit"),
-                _pipInstall,
-            )
+            backend = ensure_inference_runtime(_askConsent, _pipInstall)
         except DependencyError as e:
-            self._showStatus(str(e), error=True)
+            self._showMessage(str(e), error=True)
             return
-        if self.session is None or self.session.detector != p.detector or self.session.backend != backend:
-            self._closeSession()
-            self._openSession(backend=backend)
+        if self.session is None:
+            self._openSession()
+        self.session.detector, self.session.backend = p.detector, backend
+        edited = self.session.edits_detection_would_overwrite()
+        overwrite = False
+        if edited:
+            names = ", ".join(f"{modality.upper()} {label}" for modality, label in edited)
+            if not slicer.util.confirmYesNoDisplay(
+                f"Detection will overwrite the points you edited ({names}). Locked points are kept.\n\nOverwrite?",
+                windowTitle="LandmarkInit",
+            ):
+                return
+            overwrite = True
         dialog = slicer.util.createProgressDialog(labelText="Detecting landmarks...", maximum=100)
 
         def progress(fraction, message):
@@ -221,28 +248,18 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise Cancelled("detection cancelled; nothing was changed")
 
         try:
-            try:
-                self.session.detect(progress)
-            except UnsavedEditsError as e:
-                if not slicer.util.confirmYesNoDisplay(f"{e}.\n\nOverwrite the edited points?"):
-                    return
-                self.session.detect(progress, overwrite_edits=True)
+            self.session.detect(progress, overwrite_edits=overwrite)
         except Cancelled as e:
-            self._showStatus(str(e))
+            self._showMessage(str(e))
             return
-        except LandmarkInitError as e:  # a message for the user (wrong input, missing model, ...)
-            self._showStatus(str(e), error=True)
+        except LandmarkInitError as e:  # a message for the user (wrong input, missing model, edits, ...)
+            self._showMessage(str(e), error=True)
             return
         finally:
             dialog.close()
-        self._settingNodes = True  # the three selections change together: keep the session meanwhile
-        try:
-            p.mrLandmarks, p.usLandmarks = self.session.mr_node, self.session.us_node
-            p.outputTransform = self.session.transform_node
-        finally:
-            self._settingNodes = False
+        self._showSessionNodes()
         slicer.util.setSliceViewerLayers(background=p.usVolume, fit=True)
-        self._jumpTo("us", self.session.rows()[0].label)
+        self._call("jump_target", "us", self.session.rows()[0].label)
         self.updateGui()
 
     # --- actions ----------------------------------------------------------------------------------------
@@ -256,31 +273,29 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _pointAction(self, method, modality, *args) -> None:
         label = self._selectedLabel()
         if label is None:
-            self._showStatus("Select a landmark in the table first.", error=True)
+            self._showMessage("Select a landmark in the table first.", error=True)
+            self.updateGui()  # un-check a lock button clicked with no row selected
             return
         self._call(method, modality, label, *args)
 
     def _call(self, method, *args):
-        """Run a session method; a LandmarkInitError is shown in the status line. Returns (ok, result)."""
+        """Run a session method; a LandmarkInitError is shown under the status line. Returns (ok, result)."""
+        self._message = None
         if self.session is None:
-            self._showStatus("Press Detect landmarks first (or select MR and US landmark lists).", error=True)
+            self._showMessage("Press Detect landmarks first (or select MR and US landmark lists).", error=True)
             return False, None
         try:
             result = getattr(self.session, method)(*args)
         except LandmarkInitError as e:
-            self._showStatus(str(e), error=True)
+            self._showMessage(str(e), error=True)
             return False, None
+        if method == "jump_target":
+            slicer.modules.markups.logic().JumpSlicesToLocation(*result, True)
         self.updateGui()
         return True, result
 
     def onJump(self, modality) -> None:
-        label = self._selectedLabel()
-        if label is not None:
-            self._jumpTo(modality, label)
-
-    def _jumpTo(self, modality, label) -> None:
-        x, y, z = self.session.jump_target(modality, label)
-        slicer.modules.markups.logic().JumpSlicesToLocation(x, y, z, True)
+        self._pointAction("jump_target", modality)
 
     def onApplyToggled(self, on) -> None:
         if self.session is None:
@@ -295,29 +310,35 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onHarden(self) -> None:
         ok, copy = self._call("harden_mr_copy")
         if ok:
-            self._showStatus(f"Made {copy.GetName()!r}; the MR volume itself is unchanged.")
+            self._showMessage(f"Made {copy.GetName()!r}; the MR volume itself is unchanged.")
 
     def onExport(self) -> None:
         if self.session is None:
             return
-        folder = ctk.ctkFileDialog.getExistingDirectory(None, "Folder for the landmarks and the transform")
+        folder = qt.QFileDialog.getExistingDirectory(None, "Folder for the landmarks and the transform")
         if not folder:
             return
-        try:
-            paths = self.session.save(folder)
-        except LandmarkInitError as e:
-            if "already holds" not in str(e) or not slicer.util.confirmYesNoDisplay(f"{e}.\n\nOverwrite them?"):
-                self._showStatus(str(e), error=True)
-                return
-            paths = self.session.save(folder, force=True)
-        self._showStatus("Wrote " + ", ".join(str(path) for path in paths.values()))
+        existing = [name for name in OUTPUT_FILES if os.path.exists(os.path.join(folder, name))]
+        if existing and not slicer.util.confirmYesNoDisplay(
+            f"{folder} already holds {', '.join(existing)}.\n\nOverwrite them?", windowTitle="LandmarkInit"
+        ):
+            return
+        ok, paths = self._call("save", folder, bool(existing))
+        if ok:
+            self._showMessage("Wrote " + ", ".join(str(path) for path in paths.values()))
 
     # --- display ----------------------------------------------------------------------------------------
 
     def _showStatus(self, text, error=False) -> None:
+        """The status line: what is missing, or the state of the fit (refreshed on every point move)."""
         self.ui.statusLabel.text = text
         self.ui.statusLabel.styleSheet = "color: #c0392b; font-weight: bold" if error else ""
-        logging.info(f"LandmarkInit: {text}")
+
+    def _showMessage(self, text, error=False) -> None:
+        """The outcome of the user's last action; stays until the next action."""
+        self._message = (text, error)
+        logging.log(logging.WARNING if error else logging.INFO, f"LandmarkInit: {text}")
+        self.updateGui()
 
     def updateGui(self) -> None:
         s = self.session
@@ -333,7 +354,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.landmarksTable.setRowCount(0)
             problem = missing_inputs(p.mrVolume, p.usVolume) if p else None
             self._showStatus(problem or "Press Detect landmarks (or select existing MR and US landmark lists).")
-            self.ui.qaLabel.text = ""
+            self.ui.qaLabel.text = self._messageHtml()
             return
         table = self.ui.landmarksTable
         rows = s.rows()
@@ -348,14 +369,22 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         selected = next((row for row in rows if row.label == label), None)
         self.ui.lockMrButton.checked = bool(selected and selected.locked_mr)
         self.ui.lockUsButton.checked = bool(selected and selected.locked_us)
-        self.ui.applyButton.blockSignals(True)  # showing the state must not re-apply it
+        was = self.ui.applyButton.blockSignals(True)  # showing the state must not re-apply it
         self.ui.applyButton.checked = s.applied
-        self.ui.applyButton.blockSignals(False)
+        self.ui.applyButton.blockSignals(was)
         self._showStatus(s.status, error=s.live is not None and s.live.error is not None)
         flags = s.qa_flags if s.live is not None else []
         self.ui.qaLabel.text = (
-            "<b style='color:#d35400'>Review recommended:</b><br>" + "<br>".join(flags) if flags else ""
-        ) + "".join(f"<br>{m}" for m in s.messages)
+            ("<b style='color:#d35400'>Review recommended:</b><br>" + "<br>".join(flags) if flags else "")
+            + "".join(f"<br>{m}" for m in s.messages)
+            + self._messageHtml()
+        )
+
+    def _messageHtml(self) -> str:
+        if not self._message:
+            return ""
+        text, error = self._message
+        return f"<br><span style='color:#c0392b'><b>{text}</b></span>" if error else f"<br>{text}"
 
 
 def _mm(value):
@@ -363,13 +392,20 @@ def _mm(value):
 
 
 def _pipInstall(requirement):
-    """Slicer's packaging helper (current Slicer), or slicer.util.pip_install (older releases)."""
+    """Slicer's packaging helper (Slicer 5.12+), or slicer.util.pip_install (older releases). The user has already
+    agreed (LandmarkInitLib.dependencies asks), so no second prompt; installs in testing mode too."""
     try:
-        import slicer.packaging
+        from slicer import packaging
     except ImportError:
+        packaging = None
+    if packaging is None:
         slicer.util.pip_install(requirement)
-        return
-    slicer.packaging.pip_ensure(requirement, prompt_install=False, requester="LandmarkInit")
+    else:
+        packaging.pip_ensure(requirement, prompt_install=False, skip_in_testing=False, requester="LandmarkInit")
+
+
+def _askConsent(question):
+    return slicer.util.confirmOkCancelDisplay(question, windowTitle="LandmarkInit")
 
 
 class LandmarkInitLogic(ScriptedLoadableModuleLogic):
@@ -384,7 +420,7 @@ class LandmarkInitLogic(ScriptedLoadableModuleLogic):
     def run(self, mrVolume, usVolume, detector=DEFAULT_DETECTOR, backend="auto", **options) -> LandmarkSession:
         """Detect the landmarks on both volume nodes and fit MR_to_US. Returns the session; its ``mr_node``,
         ``us_node`` and ``transform_node`` are the nodes it made, ``status`` and ``qa_flags`` say how it went."""
-        backend = ensure_inference_runtime(lambda question: False, _pipInstall, preferred=backend)
+        backend = ensure_inference_runtime(_askConsent, _pipInstall, preferred=backend)
         session = LandmarkSession(current_context(), mrVolume, usVolume, detector=detector, backend=backend, **options)
         session.detect()
         return session
@@ -429,4 +465,5 @@ class LandmarkInitTest(ScriptedLoadableModuleTest):
             self.assertTrue(np.allclose(slicer.util.arrayFromTransformMatrix(loaded), session.matrix, atol=1e-6))
             points = slicer.util.loadMarkups(str(paths["us_landmarks.mrk.json"]))
             self.assertEqual(points.GetNumberOfControlPoints(), 3)
+        session.close()
         self.delayDisplay("LandmarkInit workflow passed")

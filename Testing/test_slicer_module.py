@@ -225,6 +225,10 @@ def test_sample_data_source_copies_and_verifies_like_slicers_downloader(context,
 
     icons = ROOT / "LandmarkInit" / "Resources" / "Icons"
     source = sample_data_source(icons)
+    # the keywords of SampleDataLogic.registerCustomSampleDataSource (Slicer 5.8-5.13): anything else is a TypeError
+    accepted = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader", "thumbnailFileName",
+                "loadFileTypes", "loadFiles", "loadFileProperties", "checksums", "loadFileType"}
+    assert set(source) <= accepted, set(source) - accepted
     assert Path(source["thumbnailFileName"]).is_file()
     n = len(source["uris"])
     assert n == len(source["fileNames"]) == len(source["nodeNames"]) == len(source["checksums"]) == 2
@@ -275,3 +279,23 @@ def test_torchscript_is_chosen_when_torch_is_present_and_needs_no_install():
         pytest.skip("torch not installed")
     never = lambda *a: pytest.fail("nothing should be asked or installed")  # noqa: E731
     assert ensure_inference_runtime(never, never, module="landmarkinit_missing_runtime") == "torchscript"
+
+
+def test_module_and_slicer_side_library_compile_on_slicers_python_312():
+    """Current Slicer bundles Python 3.12: the module and the library it runs must at least compile there
+    (the full suite runs on 3.11, the project's Python)."""
+    candidates = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")) + [Path("/usr/bin/python3.12")]
+    python312 = next((str(p) for p in candidates if p.is_file()), None)
+    if python312 is None:
+        pytest.skip("no Python 3.12 interpreter on this machine")
+    outside_slicer = {"phantom", "training", "evaluation", "app"}
+    files = [MODULE] + [
+        p
+        for p in (ROOT / "LandmarkInit" / "LandmarkInitLib").rglob("*.py")
+        if p.relative_to(ROOT / "LandmarkInit" / "LandmarkInitLib").parts[0] not in outside_slicer
+    ]
+    code = "import sys\nfor f in sys.argv[1:]:\n    compile(open(f).read(), f, 'exec')\n"
+    out = subprocess.run([python312, "-c", code, *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    version = subprocess.run([python312, "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("Python 3.12"), version

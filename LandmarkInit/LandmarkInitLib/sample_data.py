@@ -21,7 +21,8 @@ def sha256(path: Path) -> str:
 
 
 def sample_data_source(icons_dir: Path) -> dict:
-    """Keyword arguments of SampleData.SampleDataLogic.registerCustomSampleDataSource for the sample pair."""
+    """Keyword arguments of SampleData.SampleDataLogic.registerCustomSampleDataSource for the sample pair (only
+    the keywords that function accepts, Slicer 5.8-5.13)."""
     case = sample_case_dir()
     files = [case / "mr.nrrd", case / "us.nrrd"]
     missing = [str(f) for f in files if not f.is_file()]
@@ -30,7 +31,6 @@ def sample_data_source(icons_dir: Path) -> dict:
     return {
         "category": CATEGORY,
         "sampleName": SAMPLE_NAME,
-        "sampleDescription": "Synthetic prostate MR/TRUS pair (LandmarkInit phantom, not patient data)",
         "thumbnailFileName": str(Path(icons_dir) / THUMBNAIL),
         "uris": [f.resolve().as_uri() for f in files],
         "fileNames": ["LandmarkInitPhantom_MR.nrrd", "LandmarkInitPhantom_US.nrrd"],
