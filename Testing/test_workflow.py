@@ -301,4 +301,9 @@ def test_detect_and_fit_one_call_with_a_named_detector(context, volumes):
     assert session.transform_node is not None and session.live.error is None
     with pytest.raises(LandmarkFileError, match="unknown detector 'nope'"):
         detect_and_fit(context, *volumes, detector="nope")
+    nodes = (session.mr_node, session.us_node, session.transform_node)
+    session.detector = "two-stage"  # a new choice takes effect at the next detection, on the same nodes
+    session.detect(overwrite_edits=True)
+    assert session.detections["mr"].model == "mr_landmarks_two-stage" and session.backend_used == "onnx"
+    assert (session.mr_node, session.us_node, session.transform_node) == nodes
     session.close()

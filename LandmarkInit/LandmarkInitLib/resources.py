@@ -1,5 +1,5 @@
 """Where shipped files (models, sample data) are found: the repository's Resources/ folder (development and pip
-editable installs), the Slicer module's Resources/ folder (extension install), or LANDMARKINIT_MODELS."""
+editable installs), Resources/LandmarkInit/ beside the Slicer module (extension install), or LANDMARKINIT_MODELS."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 from .errors import LandmarkFileError
 
 _HERE = Path(__file__).resolve().parent
-_CANDIDATES = (_HERE.parent.parent / "Resources", _HERE.parent / "Resources")
+_CANDIDATES = (
+    _HERE.parent.parent / "Resources",  # repository, editable install
+    _HERE.parent / "Resources" / "LandmarkInit",  # Slicer extension (see LandmarkInit/CMakeLists.txt)
+)
 
 
 def resources_dir() -> Path:

@@ -110,7 +110,7 @@ class LandmarkSession:
         threads: int | None = None,
     ):
         self.context, self.mr_volume, self.us_volume = context, mr_volume, us_volume
-        self.detector, self.backend, self.threads = detector, backend, threads
+        self._detector, self._backend, self.threads = detector, backend, threads
         self.weighting, self._mode, self._auto_update = weighting, mode, auto_update
         self.mr_node, self.us_node, self.transform_node = mr_node, us_node, transform_node
         self._detectors = detectors
@@ -132,9 +132,29 @@ class LandmarkSession:
     def detectors(self) -> Detectors:
         if self._detectors is None:
             self._detectors = Detectors.open(
-                detector_card(self.detector, "mr"), detector_card(self.detector, "us"), self.backend, self.threads
+                detector_card(self._detector, "mr"), detector_card(self._detector, "us"), self._backend, self.threads
             )
         return self._detectors
+
+    @property
+    def detector(self) -> str:
+        """Name of the detector pair (resources.DETECTOR_CHOICES); changing it takes effect at the next detect."""
+        return self._detector
+
+    @detector.setter
+    def detector(self, value: str) -> None:
+        if value != self._detector:
+            self._detector, self._detectors = value, None
+
+    @property
+    def backend(self) -> str:
+        """"auto", "onnx" or "torchscript"; changing it takes effect at the next detect."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value != self._backend:
+            self._backend, self._detectors = value, None
 
     @property
     def backend_used(self) -> str | None:
@@ -154,6 +174,10 @@ class LandmarkSession:
                     out.append((modality, label))
         return out
 
+    def edits_detection_would_overwrite(self) -> list[tuple[str, str]]:
+        """Edited points that are not locked: detection asks before it moves them back."""
+        return [point for point in self.edited_points() if not self._is_locked(*point)]
+
     def detect(self, progress: ProgressCallback | None = None, *, overwrite_edits: bool = False) -> None:
         """Detect the landmarks on both volumes, then create or update the landmarks nodes and the fit.
 
@@ -165,7 +189,7 @@ class LandmarkSession:
         problem = missing_inputs(self.mr_volume, self.us_volume)
         if problem:
             raise LandmarkInitError(problem)
-        edited = [p for p in self.edited_points() if not self._is_locked(*p)]
+        edited = self.edits_detection_would_overwrite()
         if edited and not overwrite_edits:
             names = ", ".join(f"{MODALITY_DISPLAY_NAMES[m]} {_display_name(label)}" for m, label in edited)
             raise UnsavedEditsError(
