@@ -244,3 +244,19 @@ def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path):
     assert state["matrix"] and state["view_points"]["us"]["points"]
     assert page.locator("[data-testid=error]").count() == 0
     wait_for_views(page)
+
+    # Orientation switch: the US view shows another plane, still through the landmark in focus.
+    time.sleep(1.0)
+    axial = view_image(page, "us").screenshot()
+    page.get_by_role("button", name="Sagittal").click()
+    page.wait_for_function(
+        "(fov) => JSON.stringify(JSON.parse(document.querySelector('#lm-debug').textContent)"
+        ".view_points.us.fov_mm) !== fov",
+        arg=json.dumps(state["view_points"]["us"]["fov_mm"]),
+        timeout=20_000,
+    )
+    assert screen_position(page, "us", "apex")  # on the new slice (asserted inside)
+    deadline = time.monotonic() + 15
+    while view_image(page, "us").screenshot() == axial and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert view_image(page, "us").screenshot() != axial, "the US view did not change to the sagittal plane"

@@ -58,12 +58,11 @@ def _load_dicom(context, io_manager, files: list[str], what: str, name: str):
         raise LandmarkFileError(f"{what}: the DICOM series could not be read ({e})") from None
     if not nodes:
         raise LandmarkFileError(f"{what}: the DICOM files hold no readable image series")
-    for extra in nodes[1:]:
-        context.scene.RemoveNode(extra)
-    node = nodes[0]
     if len(nodes) > 1:
-        context.scene.RemoveNode(node)
+        for extra in nodes:
+            context.scene.RemoveNode(extra)
         raise LandmarkFileError(f"{what} holds {len(nodes)} DICOM series; give the files of one series only")
+    node = nodes[0]
     dims = node.GetImageData().GetDimensions() if node.GetImageData() is not None else (0, 0, 0)
     if min(dims) < 2:
         context.scene.RemoveNode(node)
