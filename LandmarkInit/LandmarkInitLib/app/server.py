@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
 from trame.app import TrameApp
@@ -41,7 +40,7 @@ class LandmarkInitApp(TrameApp):
         self.volumes = {"mr": None, "us": None}
         self.fused_mr = None
         self.session: LandmarkSession | None = None
-        self.last_refit_seconds = None
+        self.saved: dict[str, Path] = {}  # name -> file of the last Save (what Download may send)
         self._init_state(output_dir)
         page.build(self)
         self.layout_manager.set_layout(next(iter(layout_definition())))
@@ -127,9 +126,8 @@ class LandmarkInitApp(TrameApp):
                 {"busy": True, "progress": 0, "progress_message": "Starting", "error_message": "", "confirm": False}
             )
         await asyncio.sleep(0.05)  # let the page show the progress bar before the detectors block the loop
-        first = self.session is None
         try:
-            if first:
+            if self.session is None:
                 self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors)
                 self.session.add_listener(self._on_refit)
             self.session.detect(progress=self._progress, overwrite_edits=overwrite_edits)
@@ -140,7 +138,7 @@ class LandmarkInitApp(TrameApp):
         except LandmarkInitError as e:
             self._show_error(f"Detect failed: {e}")
         else:
-            if first:
+            if self.fused_mr is None:  # first successful detection of this pair: the nodes exist from now on
                 self.fused_mr = registered_mr_node(self.context.scene, mr, self.session.transform_node)
                 self.views.show_volumes(mr, us, self.fused_mr, self.state.fused_opacity)
                 self.views.show_landmarks(self.session.mr_node, self.session.us_node)
@@ -160,7 +158,6 @@ class LandmarkInitApp(TrameApp):
         session = self.session
         if session is None or session.transform_node is None:
             return
-        t0 = time.perf_counter()
         matrix = transform_matrix(session.transform_node)
         with self.state:
             self.state.matrix = [[round(float(v), 4) for v in row] for row in matrix]
@@ -171,7 +168,6 @@ class LandmarkInitApp(TrameApp):
             self.state.can_undo = session.can_undo()
             self.state.refit_count += 1
             self.state.view_points = self.view_points()
-        self.last_refit_seconds = time.perf_counter() - t0
 
     def view_points(self) -> dict:
         """Where each landmark shows in each view (fractions of the view from its top-left, and the distance to
@@ -245,7 +241,7 @@ class LandmarkInitApp(TrameApp):
 
     def download(self, name: str):
         """The bytes of a saved file, as a download attachment (only the files this app saved)."""
-        path = getattr(self, "saved", {}).get(name)
+        path = self.saved.get(name)
         if path is None or not path.is_file():
             self._show_error(f"{name} has not been saved yet")
             return None
