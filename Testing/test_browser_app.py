@@ -29,7 +29,6 @@ SAVED = ("mr_landmarks.mrk.json", "us_landmarks.mrk.json", "mr_to_us.h5")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (make setup installs it)"),
 ]
 
 
@@ -37,7 +36,9 @@ pytestmark = [
 def app_url(tmp_path_factory):
     """`landmarkinit app` on a free loopback port (the sample pair); stopped after the module's tests."""
     log = tmp_path_factory.mktemp("app-log") / "server.log"
+    # --backend onnx: the runtime a Slicer without torch uses (the default, auto, picks TorchScript here)
     cmd = [sys.executable, "-m", "LandmarkInitLib.cli", "app", "--port", "0", "--host", "127.0.0.1"]
+    cmd += ["--backend", "onnx"]
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=tmp_path_factory.mktemp("app-cwd"))
     try:
@@ -55,6 +56,7 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: make setup installs Debian chromium (requirements/debian.txt)"
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
@@ -148,6 +150,7 @@ def test_detect_drag_save_in_the_browser(page, tmp_path):
     state = run_detect(page)
     assert set(state["view_points"]) == set(VIEWS)
     page.get_by_role("button", name="Apex", exact=True).wait_for()
+    assert "detected with onnx" in page.inner_text("body")  # the page says which runtime ran
     matrix_detected = np.array(state["matrix"])
 
     save_to(page, tmp_path / "detected")

@@ -273,7 +273,15 @@ def cmd_detect(args) -> int:
 def cmd_app(args) -> int:
     from .app.server import serve  # trame is needed by this sub-command only
 
-    serve(args.mr, args.us, host=args.host, port=args.port, output_dir=args.output_dir, open_browser=args.open)
+    serve(
+        args.mr,
+        args.us,
+        host=args.host,
+        port=args.port,
+        output_dir=args.output_dir,
+        open_browser=args.open,
+        backend=args.backend,
+    )
     return EXIT_OK
 
 
@@ -584,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", "-o", default="landmarkinit-output", help="folder proposed for Save (editable in the page)"
     )
     p.add_argument("--open", action="store_true", help="open the page in the system's web browser")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "torchscript"),
+        default="auto",
+        help="detector runtime (default auto: TorchScript when torch is installed, else ONNX; the page says which ran)",
+    )
     p.set_defaults(func=cmd_app)
 
     return parser

@@ -25,7 +25,9 @@ DEFAULT_OUTPUT_DIR = "landmarkinit-output"
 
 
 class LandmarkInitApp(TrameApp):
-    def __init__(self, server=None, *, output_dir=DEFAULT_OUTPUT_DIR, detectors: Detectors | None = None):
+    def __init__(
+        self, server=None, *, output_dir=DEFAULT_OUTPUT_DIR, detectors: Detectors | None = None, backend: str = "auto"
+    ):
         super().__init__(server=server)
         from trame_slicer.core import LayoutManager
         from trame_slicer.rca_view import register_rca_factories
@@ -37,6 +39,7 @@ class LandmarkInitApp(TrameApp):
         self.views = AppViews(self.slicer_app.view_manager)
         self.views.resize_listeners.append(lambda: self.center_on(self.state.focus or "apex"))
         self.detectors = detectors
+        self.backend = backend  # "auto": TorchScript when torch is installed, else ONNX
         self.volumes = {"mr": None, "us": None}
         self.fused_mr = None
         self.session: LandmarkSession | None = None
@@ -128,7 +131,7 @@ class LandmarkInitApp(TrameApp):
         await asyncio.sleep(0.05)  # let the page show the progress bar before the detectors block the loop
         try:
             if self.session is None:
-                self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors)
+                self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors, backend=self.backend)
                 self.session.add_listener(self._on_refit)
             self.session.detect(progress=self._progress, overwrite_edits=overwrite_edits)
             self.detectors = self.session.detectors
@@ -277,7 +280,9 @@ def _display_row(row: dict) -> dict:
     }
 
 
-def serve(mr=None, us=None, *, host="127.0.0.1", port=0, output_dir=DEFAULT_OUTPUT_DIR, open_browser=False):
+def serve(
+    mr=None, us=None, *, host="127.0.0.1", port=0, output_dir=DEFAULT_OUTPUT_DIR, open_browser=False, backend="auto"
+):
     """Start the app (blocking); prints the URL once the server listens. Without volumes: the sample pair."""
     from ..resources import sample_case_dir
 
@@ -285,7 +290,7 @@ def serve(mr=None, us=None, *, host="127.0.0.1", port=0, output_dir=DEFAULT_OUTP
         raise LandmarkInitError("give both --mr and --us, or neither (then the shipped sample pair opens)")
     if mr is None:
         mr, us = sample_case_dir() / "mr.nrrd", sample_case_dir() / "us.nrrd"
-    app = LandmarkInitApp(output_dir=output_dir)
+    app = LandmarkInitApp(output_dir=output_dir, backend=backend)
     app.load_paths(mr, us)
 
     def announce(**_):
