@@ -183,7 +183,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.session.auto_update = p.autoUpdate
         self.updateGui()
 
-    def _openSession(self, **kwargs) -> None:
+    def _openSession(self) -> None:
         p = self._parameterNode
         self.session = LandmarkSession(
             current_context(),
@@ -195,7 +195,6 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             mr_node=p.mrLandmarks,
             us_node=p.usLandmarks,
             transform_node=p.outputTransform,
-            **kwargs,
         )
         self.session.add_listener(lambda session: self.updateGui())
 

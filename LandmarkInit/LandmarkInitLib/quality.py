@@ -67,17 +67,22 @@ def us_fan_margin_mm(us_image, points_ras) -> np.ndarray:
     return fan_margin_at(fan_distance_map(us_image), points_ras)
 
 
+def disagreement_mm(detections) -> float:
+    """Largest global-vs-refined distance of any landmark over two-stage detections (NaN: none is two-stage)."""
+    values = [
+        float(np.max(np.linalg.norm(d.points_ras - d.global_points_ras, axis=1)))
+        for d in detections
+        if d.global_points_ras is not None
+    ]
+    return max(values) if values else float("nan")
+
+
 def features(initialization, us_image) -> dict:
     """QA features (see module docstring) of an initialization.Initialization."""
     det = [initialization.mr, initialization.us]
-    disagreement = [
-        float(np.max(np.linalg.norm(d.points_ras - d.global_points_ras, axis=1)))
-        for d in det
-        if d.global_points_ras is not None
-    ]
     spreads = np.concatenate([np.asarray(d.spread_mm, float) for d in det])
     return {
-        "disagreement_mm": max(disagreement) if disagreement else float("nan"),
+        "disagreement_mm": disagreement_mm(det),
         "spread_mm": float(np.nanmax(spreads)) if np.any(np.isfinite(spreads)) else float("nan"),
         "fre_mm": float(initialization.fit.rms),
         "conditioning": float(initialization.fit.conditioning),

@@ -384,18 +384,14 @@ class LandmarkSession:
 
     def quality(self):
         """QA of the current state (quality.py features with the current points and fit; detector flags)."""
-        from .quality import assess, fan_distance_map, fan_margin_at, load_thresholds
+        from .quality import assess, disagreement_mm, fan_distance_map, fan_margin_at, load_thresholds
         from .volume_io import image_from_volume_node
 
         if self._qa_thresholds is None:
             self._qa_thresholds = load_thresholds()
-        values = {}
-        det = [d for d in self.detections.values() if d.global_points_ras is not None]
-        if det:
-            values["disagreement_mm"] = max(
-                float(np.max(np.linalg.norm(d.points_ras - d.global_points_ras, axis=1))) for d in det
-            )
-        spreads = [r.spread_mr_mm for r in self.rows()] + [r.spread_us_mm for r in self.rows()]
+        values = {"disagreement_mm": disagreement_mm(self.detections.values())}  # NaN (not assessed) if none
+        rows = self.rows()
+        spreads = [r.spread_mr_mm for r in rows] + [r.spread_us_mm for r in rows]
         if all(s is not None for s in spreads):
             values["spread_mm"] = max(spreads)
         if self.live is not None and self.live.result is not None:
