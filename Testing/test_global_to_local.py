@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import torch
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitLib.detection.mid_gland import pull_posterior_median_to_mid_gland
 from LandmarkInitLib.detection.model_card import ModelCardError, load_card, write_two_stage_card
 from LandmarkInitLib.detection.model_grid import ModelGrid
 from LandmarkInitLib.detection.preprocess import prepare_patches, sitk_image
@@ -193,6 +194,65 @@ def test_two_stage_output_matches_the_stages_run_by_hand(two_stage_card, tiny_da
     # TorchScript runs the same two stages
     ts = open_detector(two_stage_card, backend="torchscript").detect_file(volume)
     np.testing.assert_allclose(ts.points_ras, detection.points_ras, atol=1e-3)
+
+
+def test_local_ensemble_and_mid_gland_match_the_stages_run_by_hand(two_stage_card, tiny_dataset, tmp_path):
+    models = two_stage_card.parent.parent
+    card = write_two_stage_card(
+        models / "us_g2l-global.json",
+        [models / "us_dsnt-local.json", models / "us_g2l-local.json"],
+        tmp_path / "ensemble.json",
+        iterations=1,
+        mid_gland_weight=0.5,
+    )
+    doc = load_card(card)
+    assert [c.path.resolve() for c in doc.stage_cards("local")] == [
+        (models / f"us_{m}.json").resolve() for m in ("dsnt-local", "g2l-local")
+    ]
+    assert doc.mid_gland_weight == 0.5 and "ensemble of 2" in doc.data["description"]
+    with pytest.raises(ModelCardError, match="use stage_cards"):
+        doc.stage_card("local")
+    volume = tiny_dataset / "case_0002" / "us.nrrd"
+    detection = open_detector(card).detect_file(volume)
+    coarse = LandmarkDetector.from_card(models / "us_g2l-global.json").detect_file(volume)
+    image = sitk.Cast(sitk.ReadImage(str(volume)), sitk.sitkFloat32)
+    geometry = VolumeGeometry.from_sitk_image(image)
+    answers = [
+        LocalRefiner(load_card(models / f"us_{m}.json")).refine(image, geometry, coarse.points_ras)
+        for m in ("dsnt-local", "g2l-local")
+    ]
+    mean = (answers[0][0] + answers[1][0]) / 2
+    np.testing.assert_allclose(detection.points_ras, pull_posterior_median_to_mid_gland(mean, 0.5), atol=1e-6)
+    # the pooled spread: members' spreads and their distance from the mean
+    half_gap2 = np.sum((answers[0][0] - mean) ** 2, axis=1)
+    pooled = np.sqrt((answers[0][1] ** 2 + answers[1][1] ** 2) / 2 + half_gap2)
+    np.testing.assert_allclose(detection.spread_mm, pooled, atol=1e-6)
+    with pytest.raises(ModelCardError, match="between 0 and 1"):
+        write_two_stage_card(
+            models / "us_g2l-global.json", models / "us_g2l-local.json", tmp_path / "w.json", mid_gland_weight=1.5
+        )
+    bad = json.loads(card.read_text()) | {"posterior_median_mid_gland": -0.1}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelCardError, match="between 0 and 1"):
+        load_card(tmp_path / "bad.json")
+
+
+def test_mid_gland_pull_exact_values():
+    # apex -> bladder neck along an oblique axis u; the posterior median 5 mm above mid-gland and 12 mm behind it
+    u = np.array([2.0, -1.0, 2.0]) / 3.0
+    n = np.array([1.0, 2.0, 0.0]) / np.sqrt(5.0)  # perpendicular to u
+    apex = np.array([10.0, -20.0, 30.0])
+    bladder_neck = apex + 36.0 * u
+    mid = apex + 18.0 * u
+    points = np.array([apex, bladder_neck, mid + 5.0 * u + 12.0 * n])
+    original = points.copy()
+    np.testing.assert_allclose(pull_posterior_median_to_mid_gland(points, 1.0)[2], mid + 12.0 * n, atol=1e-12)
+    np.testing.assert_allclose(pull_posterior_median_to_mid_gland(points, 0.5)[2], mid + 2.5 * u + 12.0 * n, atol=1e-12)
+    np.testing.assert_allclose(pull_posterior_median_to_mid_gland(points, 1.0)[:2], points[:2], atol=0)
+    np.testing.assert_array_equal(pull_posterior_median_to_mid_gland(points, 0.0), original)
+    np.testing.assert_array_equal(points, original)  # the input is not modified
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        pull_posterior_median_to_mid_gland(points, -0.5)
 
 
 def test_refinement_maps_patch_coordinates_back_to_ras(two_stage_card, tiny_dataset):

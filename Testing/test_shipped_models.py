@@ -17,8 +17,7 @@ from LandmarkInitLib.resources import default_model_card, sample_case_dir
 def test_shipped_default_is_a_two_stage_detector_with_intact_stages(modality):
     card = load_card(default_model_card(modality))
     assert card.stage == "two-stage" and card.modality == modality and card.landmarks == LANDMARK_LABELS
-    for stage in ("global", "local"):
-        stage_card = card.stage_card(stage)
+    for stage_card in card.stage_cards("global") + card.stage_cards("local"):
         assert stage_card.data["training"]["data"].startswith("SYNTHETIC")
         assert "landmarkinit train" in stage_card.data["training"]["command"]
         for backend in ("onnx", "torchscript"):

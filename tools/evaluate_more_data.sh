@@ -27,7 +27,8 @@ cards=(
 )
 $LI evaluate-detectors --models "${cards[@]}" --data data/val --output-dir build/eval_more_val --quiet \
     --description "30 validation cases (seed 2), synthetic phantom: choosing among the more-data candidates"
-# SHIP=1: write the pairs chosen on validation (docs/detection.md, "More training data") to Resources/Models:
+# SHIP=1 (superseded by tools/evaluate_local_ensemble.sh, which writes the detectors shipped now): write the
+# pairs chosen on validation (docs/detection.md, "More training data") to Resources/Models:
 # MR = shipped global stage + the 240-case local stage; US = the 420-case global stage + the 180-case local stage.
 if [ "${SHIP:-0}" = 1 ]; then
   $LI export runs/mr_g2l-local_more --output $M/mr_landmarks_g2l-local --name mr_landmarks_g2l-local --force

@@ -225,7 +225,13 @@ def cmd_two_stage(args) -> int:
     from .detection.model_card import write_two_stage_card
 
     card = write_two_stage_card(
-        args.global_card, args.local_card, args.output, iterations=args.iterations, name=args.name, force=args.force
+        args.global_card,
+        args.local_cards,
+        args.output,
+        iterations=args.iterations,
+        mid_gland_weight=args.mid_gland,
+        name=args.name,
+        force=args.force,
     )
     print(f"wrote {card}")
     return EXIT_OK
@@ -533,12 +539,23 @@ def build_parser() -> argparse.ArgumentParser:
         "two-stage",
         help="combine a global detector and a local refinement model into one two-stage model card",
         description="Write a model card that runs GLOBAL on the whole volume, then LOCAL on fine patches around "
-        "each landmark's estimate (--iterations passes). `landmarkinit detect --model CARD` runs it.",
+        "each landmark's estimate (--iterations passes; several LOCAL cards are an ensemble whose answers are "
+        "averaged). `landmarkinit detect --model CARD` runs it.",
     )
     p.add_argument("--global", dest="global_card", required=True, type=Path, help="model card of the global stage")
-    p.add_argument("--local", dest="local_card", required=True, type=Path, help="model card of the local stage")
+    p.add_argument(
+        "--local", dest="local_cards", required=True, type=Path, nargs="+", help="model card(s) of the local stage"
+    )
     p.add_argument("--output", required=True, type=Path, help="two-stage model card to write (.json)")
     p.add_argument("--iterations", type=int, default=2, help="local refinement passes (default 2)")
+    p.add_argument(
+        "--mid-gland",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="pull the posterior median W (0-1) of the way to mid-gland height, halfway between the detected apex "
+        "and bladder neck (default 0: off)",
+    )
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.add_argument("--force", action="store_true", help="overwrite an existing card")
     p.set_defaults(func=cmd_two_stage)

@@ -75,7 +75,7 @@ def check_output_dir(output_dir: Path, force: bool) -> None:
 def _model_info(detector) -> dict:
     """Which models ran: card, method, and the sha256 of every weights file behind it (both stages)."""
     card = detector.card
-    cards = [card.stage_card("global"), card.stage_card("local")] if card.stage == "two-stage" else [card]
+    cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
     return {
         "card": str(card.path),
         "name": card.name,

@@ -5,8 +5,10 @@ three landmarks, in the order the outputs use), the modality, and the sha256 of 
 file is opened.
 
 A card is one of three stages: "global" (whole volume -> landmarks), "local" (patches around current estimates ->
-refined landmarks) or "two-stage", which names a global and a local card (paths relative to itself) and holds
-no weights of its own.
+refined landmarks) or "two-stage", which names a global card and one or more local cards (paths relative to
+itself) and holds no weights of its own. Several local cards form an ensemble: each refines from the same
+starting points and their answers are averaged. A two-stage card may also set ``posterior_median_mid_gland``
+(0..1, detection/mid_gland.py), applied after the last refinement pass.
 """
 
 from __future__ import annotations
@@ -66,18 +68,32 @@ class ModelCard:
     def stage(self) -> str:
         return self.data.get("stage", "global")
 
-    def stage_card(self, stage: str) -> ModelCard:
-        """The global or local card a two-stage card names, loaded and checked against this card."""
+    @property
+    def mid_gland_weight(self) -> float:
+        """Two-stage cards: how far the posterior median is pulled to mid-gland height (0 = not at all)."""
+        return float(self.data.get("posterior_median_mid_gland", 0.0))
+
+    def stage_cards(self, stage: str) -> list[ModelCard]:
+        """The cards of one stage of a two-stage card (the global card, or every local card of the ensemble),
+        loaded and checked against this card."""
         entry = self.data["stages"][stage]
-        card = load_card(self.path.parent / entry["card"])
-        if card.stage != stage:
-            raise ModelCardError(f"{self.path}: its {stage} stage {card.path} is a {card.stage} model")
-        if card.modality != self.modality:
-            raise ModelCardError(
-                f"{self.path}: its {stage} stage {card.path} is a {card.modality.upper()} model, not "
-                f"{self.modality.upper()}"
-            )
-        return card
+        cards = [load_card(self.path.parent / name) for name in entry.get("cards", [entry.get("card")])]
+        for card in cards:
+            if card.stage != stage:
+                raise ModelCardError(f"{self.path}: its {stage} stage {card.path} is a {card.stage} model")
+            if card.modality != self.modality:
+                raise ModelCardError(
+                    f"{self.path}: its {stage} stage {card.path} is a {card.modality.upper()} model, not "
+                    f"{self.modality.upper()}"
+                )
+        return cards
+
+    def stage_card(self, stage: str) -> ModelCard:
+        """The global card, or the local card of a two-stage card with a single local model."""
+        cards = self.stage_cards(stage)
+        if len(cards) != 1:
+            raise ModelCardError(f"{self.path} has {len(cards)} {stage} cards; use stage_cards()")
+        return cards[0]
 
     def weights_path(self, backend: str) -> Path:
         files = self.data.get("files", {})
@@ -118,9 +134,14 @@ def load_card(path) -> ModelCard:
         if key not in data:
             raise ModelCardError(f"model card {path} lacks {key!r}")
     if stage == "two-stage":
-        for name in ("global", "local"):
-            if "card" not in data["stages"].get(name, {}):
-                raise ModelCardError(f"two-stage model card {path} names no {name} card")
+        stages = data["stages"]
+        if "card" not in stages.get("global", {}):
+            raise ModelCardError(f"two-stage model card {path} names no global card")
+        if not ("card" in stages.get("local", {}) or stages.get("local", {}).get("cards")):
+            raise ModelCardError(f"two-stage model card {path} names no local card")
+        weight = data.get("posterior_median_mid_gland", 0.0)
+        if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise ModelCardError(f"two-stage model card {path}: posterior_median_mid_gland must be between 0 and 1")
     if tuple(data["landmarks"]) != LANDMARK_LABELS:
         raise ModelCardError(
             f"model card {path} lists landmarks {data['landmarks']}; this version of LandmarkInit needs exactly "
@@ -131,8 +152,11 @@ def load_card(path) -> ModelCard:
     return ModelCard(path, data)
 
 
-def write_two_stage_card(global_card, local_card, output, *, iterations: int = 2, name=None, force=False) -> Path:
-    """A two-stage card naming a global and a local card (stored as paths relative to the new card)."""
+def write_two_stage_card(
+    global_card, local_cards, output, *, iterations: int = 2, mid_gland_weight: float = 0.0, name=None, force=False
+) -> Path:
+    """A two-stage card naming a global card and one or more local cards (an ensemble; stored as paths relative
+    to the new card), with the number of refinement passes and the posterior median's mid-gland weight."""
     import os
 
     output = Path(output)
@@ -142,34 +166,51 @@ def write_two_stage_card(global_card, local_card, output, *, iterations: int = 2
         raise ModelCardError(f"{output} already exists; pass --force to overwrite it")
     if iterations < 1:
         raise ModelCardError("a two-stage detector needs at least one local refinement pass")
-    cards = {"global": load_card(global_card), "local": load_card(local_card)}
-    for stage, card in cards.items():
+    if not 0.0 <= mid_gland_weight <= 1.0:
+        raise ModelCardError(f"the mid-gland weight must be between 0 and 1, not {mid_gland_weight}")
+    local_cards = [local_cards] if isinstance(local_cards, (str, os.PathLike)) else list(local_cards)
+    if not local_cards:
+        raise ModelCardError("a two-stage detector needs at least one local card")
+    first = load_card(global_card)
+    cards = [("global", first)] + [("local", load_card(c)) for c in local_cards]
+    for stage, card in cards:
         if card.stage != stage:
             raise ModelCardError(f"{card.path} is a {card.stage} model card, not a {stage} one")
-    if cards["global"].modality != cards["local"].modality:
-        raise ModelCardError(
-            f"{cards['global'].path} is {cards['global'].modality.upper()} but {cards['local'].path} is "
-            f"{cards['local'].modality.upper()}: both stages must be of the same modality"
-        )
+        if card.modality != first.modality:
+            raise ModelCardError(
+                f"{first.path} is {first.modality.upper()} but {card.path} is {card.modality.upper()}: "
+                "all stages must be of the same modality"
+            )
     output.parent.mkdir(parents=True, exist_ok=True)
+
+    def relative(card):
+        return os.path.relpath(card.path.resolve(), output.parent.resolve())
+
+    locals_ = [card for stage, card in cards if stage == "local"]
+    methods = sorted({c.data.get("method") for c in locals_}, key=str)
+    ensemble = f" (ensemble of {len(locals_)}, answers averaged)" if len(locals_) > 1 else ""
     data = {
         "schema": CARD_SCHEMA,
         "name": name or output.stem,
-        "modality": cards["global"].modality,
-        "method": f"{cards['global'].data.get('method')} + {cards['local'].data.get('method')}",
+        "modality": first.modality,
+        "method": f"{first.data.get('method')} + {' / '.join(map(str, methods))}",
         "stage": "two-stage",
         "landmarks": list(LANDMARK_LABELS),
         "stages": {
-            "global": {"card": os.path.relpath(cards["global"].path.resolve(), output.parent.resolve())},
-            "local": {
-                "card": os.path.relpath(cards["local"].path.resolve(), output.parent.resolve()),
-                "iterations": int(iterations),
-            },
+            "global": {"card": relative(first)},
+            "local": {"cards": [relative(c) for c in locals_], "iterations": int(iterations)},
         },
+        "posterior_median_mid_gland": float(mid_gland_weight),
         "description": "global detector on a coarse whole-volume grid, then local refinement on fine patches "
-        f"centred on each landmark's estimate, {iterations} pass(es); the stage cards hold grids, normalization, "
-        "training data and weights checksums",
+        f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
+        + (
+            f"; the posterior median is then pulled {mid_gland_weight:g} of the way to mid-gland height "
+            "(halfway between apex and bladder neck)"
+            if mid_gland_weight
+            else ""
+        )
+        + "; the stage cards hold grids, normalization, training data and weights checksums",
     }
     output.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    load_card(output).stage_card("local")
+    load_card(output).stage_cards("local")
     return output

@@ -1,7 +1,7 @@
 """Run a detector described by a model card: volume -> three landmarks in RAS, with a spread per landmark.
 
 Detectors: LandmarkDetector (one whole-volume network), TwoStageDetector (a global detector followed by local
-refinement, LocalRefiner); open_detector() picks the one a card describes.
+refinement: LocalRefiner, or LocalEnsemble of several); open_detector() picks the one a card describes.
 
 Backends: onnxruntime (default, what Slicer users get) or TorchScript (when torch is importable, e.g. from
 Slicer's PyTorch extension). ``backend="auto"`` prefers TorchScript when torch is present and the card has a
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry import VolumeGeometry
+from .mid_gland import pull_posterior_median_to_mid_gland
 from .model_card import ModelCard, ModelCardError, load_card
 from .preprocess import InvalidVolumeError, check_volume, prepare_input, prepare_patches, sitk_image
 
@@ -217,16 +218,47 @@ class LocalRefiner(StageNetwork):
         return refined, spread
 
 
+class LocalEnsemble:
+    """Several local refiners run on the same starting points; the answer is their mean. The spread is the RMS
+    radius of the pooled answers: members' spreads and their disagreement both count."""
+
+    def __init__(self, cards: list[ModelCard], backend: str = "onnx", threads: int | None = None):
+        self.members = [LocalRefiner(card, backend, threads) for card in cards]
+        self.backend = self.members[0].backend
+
+    @property
+    def trained_offset_mm(self) -> float:
+        """The largest start-to-landmark distance any member was trained for (a specialist trained on small
+        offsets may sit beside a generalist: beyond the generalist's range no member has seen such a start)."""
+        return max(m.trained_offset_mm for m in self.members)
+
+    @property
+    def spread_limit_card(self) -> ModelCard:
+        """The member card whose QA spread limit applies (the most tolerant one: the pooled spread is larger)."""
+        return max(self.members, key=lambda m: m.card.data.get("qa", {}).get("spread_limit_mm", 0.0)).card
+
+    def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
+        answers = [m.refine(image, geometry, points_ras) for m in self.members]
+        points = np.mean([p for p, _ in answers], axis=0)
+        spread = np.sqrt(
+            np.mean([s**2 for _, s in answers], axis=0)
+            + np.mean([np.sum((p - points) ** 2, axis=1) for p, _ in answers], axis=0)
+        )
+        return points, spread
+
+
 class TwoStageDetector(VolumeDetector):
-    """Global detector, then ``iterations`` passes of local refinement, each re-centred on the last answer."""
+    """Global detector, then ``iterations`` passes of local refinement (one model or an ensemble), each
+    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height."""
 
     def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
         if card.stage != "two-stage":
             raise ModelCardError(f"{card.path} is a {card.stage} model card, not a two-stage detector")
         self.card = card
         self.global_stage = LandmarkDetector(card.stage_card("global"), backend, threads)
-        self.local_stage = LocalRefiner(card.stage_card("local"), backend, threads)
+        self.local_stage = LocalEnsemble(card.stage_cards("local"), backend, threads)
         self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
+        self.mid_gland_weight = card.mid_gland_weight
         self.backend = self.global_stage.backend
 
     def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
@@ -237,10 +269,11 @@ class TwoStageDetector(VolumeDetector):
         points, spread = coarse.points_ras, coarse.spread_mm
         for _ in range(self.iterations):
             points, spread = self.local_stage.refine(image, geometry, points)
+        points = pull_posterior_median_to_mid_gland(points, self.mid_gland_weight)
         t2 = time.perf_counter()
         detection = self.detection(points, spread, {"global": t1 - t0, "local": t2 - t1, "total": t2 - t0})
         detection.global_points_ras = coarse.points_ras
-        detection.flags = quality_flags(self.local_stage.card, array, geometry, detection)
+        detection.flags = quality_flags(self.local_stage.spread_limit_card, array, geometry, detection)
         detection.flags += [f"global stage: {f}" for f in coarse.flags if "spread" in f]
         moved = np.linalg.norm(points - coarse.points_ras, axis=1)
         for label, distance in zip(self.card.landmarks, moved, strict=True):
