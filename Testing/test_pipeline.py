@@ -19,13 +19,14 @@ from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.batch import RunOptions, read_cases, run_batch
 from LandmarkInitLib.dataset import open_case
+from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
 from LandmarkInitLib.intensity_registration import matrix_to_sitk, register_rigid_mi, sitk_to_matrix
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.markups_io import read_landmarks_file
 from LandmarkInitLib.pipeline import overlap_fraction, run_case
 from LandmarkInitLib.registration import apply_transform, fit_rigid
-from LandmarkInitLib.resources import sample_case_dir
+from LandmarkInitLib.resources import default_model_card, sample_case_dir
 from LandmarkInitLib.transform_io import load_transform, transform_matrix
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
@@ -63,6 +64,13 @@ def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):
     )
     assert report["refinement"]["method"].startswith("SimpleITK rigid, Mattes")
     assert report["models"]["mr"]["weights"][0]["sha256"] and report["quality"]["features"]["fre_mm"] >= 0
+    # every weights file behind the shipped cards is recorded (US: global + two local models), and the mid-gland step
+    for modality in ("mr", "us"):
+        card = load_card(default_model_card(modality))
+        cards = card.stage_cards("global") + card.stage_cards("local")
+        recorded = {(w["card"], w["sha256"]) for w in report["models"][modality]["weights"]}
+        assert recorded == {(c.name, f["sha256"]) for c in cards for f in c.data["files"].values()}
+        assert report["models"][modality]["posterior_median_mid_gland"] == card.mid_gland_weight
     png = sitk.ReadImage(str(out / "report.png"))
     assert png.GetSize()[0] > 300 and png.GetNumberOfComponentsPerPixel() == 3
     assert "MR_to_US" in (out / "report.html").read_text()
