@@ -81,7 +81,7 @@ def _model_info(detector) -> dict:
         "name": card.name,
         "method": card.data.get("method"),
         "backend": detector.backend,
-        "posterior_median_mid_gland": card.mid_gland_weight if card.stage == "two-stage" else 0.0,
+        "posterior_median_mid_gland": card.mid_gland_weight,
         "weights": [
             {"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()
         ],

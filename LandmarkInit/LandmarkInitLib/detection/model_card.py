@@ -70,7 +70,8 @@ class ModelCard:
 
     @property
     def mid_gland_weight(self) -> float:
-        """Two-stage cards: how far the posterior median is pulled to mid-gland height (0 = not at all)."""
+        """How far a two-stage card pulls the posterior median to mid-gland height (0 = not at all, and for other
+        cards)."""
         return float(self.data.get("posterior_median_mid_gland", 0.0))
 
     def stage_cards(self, stage: str) -> list[ModelCard]:
@@ -139,9 +140,7 @@ def load_card(path) -> ModelCard:
             raise ModelCardError(f"two-stage model card {path} names no global card")
         if not ("card" in stages.get("local", {}) or stages.get("local", {}).get("cards")):
             raise ModelCardError(f"two-stage model card {path} names no local card")
-        weight = data.get("posterior_median_mid_gland", 0.0)
-        if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-            raise ModelCardError(f"two-stage model card {path}: posterior_median_mid_gland must be between 0 and 1")
+        _check_mid_gland_weight(data.get("posterior_median_mid_gland", 0.0), f"two-stage model card {path}")
     if tuple(data["landmarks"]) != LANDMARK_LABELS:
         raise ModelCardError(
             f"model card {path} lists landmarks {data['landmarks']}; this version of LandmarkInit needs exactly "
@@ -150,6 +149,11 @@ def load_card(path) -> ModelCard:
     if data["modality"] not in ("mr", "us"):
         raise ModelCardError(f"model card {path}: unknown modality {data['modality']!r}")
     return ModelCard(path, data)
+
+
+def _check_mid_gland_weight(weight, where: str) -> None:
+    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ModelCardError(f"{where}: the posterior median's mid-gland weight must be between 0 and 1, not {weight}")
 
 
 def write_two_stage_card(
@@ -166,8 +170,7 @@ def write_two_stage_card(
         raise ModelCardError(f"{output} already exists; pass --force to overwrite it")
     if iterations < 1:
         raise ModelCardError("a two-stage detector needs at least one local refinement pass")
-    if not 0.0 <= mid_gland_weight <= 1.0:
-        raise ModelCardError(f"the mid-gland weight must be between 0 and 1, not {mid_gland_weight}")
+    _check_mid_gland_weight(mid_gland_weight, str(output))
     local_cards = [local_cards] if isinstance(local_cards, (str, os.PathLike)) else list(local_cards)
     if not local_cards:
         raise ModelCardError("a two-stage detector needs at least one local card")
