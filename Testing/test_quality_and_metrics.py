@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitLib.evaluation.error_components import error_components, gland_frame
 from LandmarkInitLib.evaluation.registration_metrics import (
     dice_after,
     gland_surface_points,
@@ -97,6 +98,28 @@ def test_metrics_exact_values():
     assert sre_mm(gt, shifted, points) == pytest.approx(5.0)
     assert rotation_angle_deg(gt, gt @ rigid([0, 0, 17], [0, 0, 0])) == pytest.approx(17.0)
     assert tre_mm(gt, points[:3], apply(gt, points[:3]) + [0, 0, 2.0]) == pytest.approx(2.0)
+
+
+def test_error_components_exact_in_the_gland_frame_under_any_pose():
+    # gland axis along +S, posterior median 15 mm posterior (-A) of mid-gland: lateral = S x P = +R
+    truth = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 43.0], [1.0, -13.0, 23.0]])
+    error = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.5, 0.25, -1.0]])
+    np.testing.assert_allclose(gland_frame(truth), [[0, 0, 1], [0, -1, 0], [1, 0, 0]], atol=1e-12)
+    expected = [[0, 0, 0], [2.0, 0, 0], [-1.0, -0.25, 0.5]]
+    np.testing.assert_allclose(error_components(truth + error, truth), expected, atol=1e-12)
+    # the components belong to the gland, not to the scanner: the same case in another pose (a rotation with a
+    # flip, as in a left-handed index frame, moves both truth and error) gives the same numbers
+    moved = rigid([25, -15, 40], [7, -3, 11])
+    moved[:3, :3] = moved[:3, :3] @ DIRECTION
+    np.testing.assert_allclose(
+        error_components(apply(moved, truth + error), apply(moved, truth)),
+        np.array(expected) * [1, 1, np.linalg.det(moved[:3, :3])],  # a mirror swaps the side a lateral error is on
+        atol=1e-12,
+    )
+    with pytest.raises(ValueError, match="mid-sagittal plane is undefined"):
+        error_components(truth, np.array([[0, 0, 0], [0, 0, 40.0], [0, 0, 20.0]]))
+    with pytest.raises(ValueError, match=r"\(3, 3\) arrays"):
+        error_components(truth[:2], truth[:2])
 
 
 def apply(m, p):
