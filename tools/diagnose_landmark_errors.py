@@ -16,8 +16,7 @@ import numpy as np
 from scipy.stats import pearsonr
 
 from LandmarkInitLib.dataset import open_dataset
-from LandmarkInitLib.detection.model_card import load_card
-from LandmarkInitLib.detection.runtime import open_detector
+from LandmarkInitLib.evaluation.detectors import evaluate_cards
 from LandmarkInitLib.evaluation.error_components import COMPONENTS, error_components
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 
@@ -44,21 +43,16 @@ def main() -> None:
     parser.add_argument("data", nargs="+", help="phantom dataset folders")
     parser.add_argument("--top", type=int, default=8, help="how many correlated parameters to list")
     args = parser.parse_args()
-    card = load_card(args.card)
-    detector = open_detector(card)
-    predicted, truth, visible, metas = [], [], [], []
-    for folder in args.data:
-        for case in open_dataset(folder):
-            predicted.append(detector.detect_file(case.images[card.modality]).points_ras)
-            truth.append(case.landmarks(card.modality).ordered(LANDMARK_LABELS))
-            fan = case.meta.get("landmarks_in_us_field_of_view", {}) if card.modality == "us" else {}
-            visible.append([fan.get(label, True) for label in LANDMARK_LABELS])
-            metas.append(case.meta)
-    predicted, truth, visible = np.array(predicted), np.array(truth), np.array(visible, dtype=bool)
-    errors = np.linalg.norm(predicted - truth, axis=2)
+    runs = [evaluate_cards([args.card], folder, progress=False) for folder in args.data]
+    name = next(iter(runs[0]))
+    predicted, truth, visible, errors = (
+        np.concatenate([run[name][key] for run in runs])
+        for key in ("predicted_ras", "truth_ras", "visible", "errors_mm")
+    )
+    metas = [case.meta for folder in args.data for case in open_dataset(folder)]
     parts = np.array([error_components(p, t) for p, t in zip(predicted, truth, strict=True)])  # cases x landmarks x 3
 
-    print(f"# {card.name} on {', '.join(args.data)} ({len(errors)} cases, synthetic phantom)\n")
+    print(f"# {name} on {', '.join(args.data)} ({len(errors)} cases, synthetic phantom)\n")
     full = visible.all(1)
     others = f"{errors[~full].mean():.2f} mm" if (~full).any() else "none"
     print(

@@ -33,27 +33,31 @@ def evaluate_cards(cards: list, data, *, progress: bool = True, backend: str = "
     for card_path in cards:
         card = load_card(card_path)
         detector = open_detector(card, backend=backend)
-        errors, spreads, seconds, flagged, in_view = [], [], [], 0, []
+        predicted, truths, spreads, seconds, flagged, visible = [], [], [], [], 0, []
         for case in tqdm(cases, desc=card.name, disable=not progress, unit="case"):
             detection = detector.detect_file(case.images[card.modality])
-            truth = case.landmarks(card.modality).ordered(LANDMARK_LABELS)
-            errors.append(np.linalg.norm(detection.points_ras - truth, axis=1))
+            predicted.append(detection.points_ras)
+            truths.append(case.landmarks(card.modality).ordered(LANDMARK_LABELS))
             spreads.append(detection.spread_mm)
             seconds.append(detection.seconds["total"])
             flagged += bool(detection.flags)
             # phantom cases record which landmarks are inside the US fan; MR and other data: all visible
-            visible = case.meta.get("landmarks_in_us_field_of_view", {}) if card.modality == "us" else {}
-            in_view.append(all(visible.values()) if visible else True)
+            fan = case.meta.get("landmarks_in_us_field_of_view", {}) if card.modality == "us" else {}
+            visible.append([fan.get(label, True) for label in LANDMARK_LABELS])
+        predicted, truths, visible = np.array(predicted), np.array(truths), np.array(visible, dtype=bool)
         results[card.name] = {
             "card": str(card_path),
             "modality": card.modality,
             "method": card.data.get("method"),
             "cases": [c.name for c in cases],
-            "errors_mm": np.array(errors),
+            "predicted_ras": predicted,  # cases x landmarks x 3, RAS mm
+            "truth_ras": truths,
+            "errors_mm": np.linalg.norm(predicted - truths, axis=2),
             "spread_mm": np.array(spreads),
             "seconds": np.array(seconds),
             "flagged_cases": flagged,
-            "in_view": np.array(in_view, dtype=bool),
+            "visible": visible,  # cases x landmarks: inside the US fan
+            "in_view": visible.all(axis=1),
         }
     return results
 
