@@ -83,6 +83,23 @@ def test_anatomy_varies_so_no_fixed_position_or_size_identifies_a_landmark():
     assert np.all(np.std(ijk, axis=0) * 0.8 > 4.0)
 
 
+def test_wider_rectum_range_changes_only_the_rectum_offset():
+    # the same random draws: the default range reproduces every earlier dataset, a wider one scales the offset
+    for i in range(5):
+        default = sample_parameters(np.random.default_rng([SEED, i])).describe()
+        explicit = sample_parameters(np.random.default_rng([SEED, i]), rectum_lateral_mm=4.0).describe()
+        wide = sample_parameters(np.random.default_rng([SEED, i]), rectum_lateral_mm=12.0).describe()
+        assert explicit == default
+        assert wide["rectum_lateral"] == pytest.approx(3.0 * default["rectum_lateral"], abs=2e-4)
+        assert {k for k in default if default[k] != wide[k]} <= {"rectum_lateral"}
+    with pytest.raises(ValueError, match="0-15 mm"):
+        sample_parameters(np.random.default_rng(0), rectum_lateral_mm=20.0)
+    an = Anatomy(sample_parameters(np.random.default_rng([SEED, 1]), rectum_lateral_mm=12.0))
+    # the rectum sits behind the posterior median, offset by the drawn amount along the anatomy's x (RAS R)
+    offset = an.rectum_centre - an.landmarks["posterior_median"]
+    assert offset[0] == pytest.approx(an.params.rectum_lateral, abs=1e-9) and offset[1] < 0
+
+
 def test_same_seed_gives_identical_files_whatever_the_workers(dataset, tmp_path):
     generate_dataset(
         tmp_path / "b",
@@ -274,6 +291,7 @@ def test_cli_phantom_and_preview(dataset, tmp_path):
         "--workers",
         "--probe",
         "--partial-fraction",
+        "--rectum-lateral",
         "--preview",
         "--force",
     ):
@@ -289,6 +307,11 @@ def test_cli_phantom_and_preview(dataset, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
     r = subprocess.run([*exe, "phantom", "--count", "0", "-o", str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "--count must be at least 1" in r.stderr
+    r = subprocess.run(
+        [*exe, "phantom", "--rectum-lateral", "20", "-o", str(tmp_path / "x")], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "--rectum-lateral must be between 0 and 15 mm" in r.stderr
+    assert not (tmp_path / "x").exists()
     r = subprocess.run([*exe, "phantom", "--preview", str(tmp_path), "-o", str(png)], capture_output=True, text=True)
     assert r.returncode == 2 and "error" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

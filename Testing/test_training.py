@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.detection.preprocess import InvalidVolumeError
@@ -81,6 +82,36 @@ def test_resume_continues_and_refuses_to_overwrite(tiny_dataset, tmp_path):
     # a fresh two-epoch run with the same seed gives the same second epoch (deterministic seeding)
     fresh = train(TrainConfig(epochs=2, **{**base, "output": str(tmp_path / "f")}), progress=False)
     assert fresh["history"][1]["train_loss"] == pytest.approx(resumed["history"][1]["train_loss"], rel=1e-4)
+
+
+def test_init_weights_fine_tunes_from_another_run(tiny_dataset, tmp_path):
+    base = dict(data=str(tiny_dataset), modality="mr", method="dsnt", val_fraction=0.25, **TINY)
+    train(TrainConfig(epochs=1, output=str(tmp_path / "source"), **base), progress=False)
+    source = torch.load(tmp_path / "source" / "best.pt", weights_only=True)["model"]
+    # with a zero learning rate the fine-tuned run's weights are exactly the source's: they were loaded
+    train(
+        TrainConfig(epochs=1, output=str(tmp_path / "ft"), lr=0.0, init_weights=str(tmp_path / "source"), **base),
+        progress=False,
+    )
+    tuned = torch.load(tmp_path / "ft" / "best.pt", weights_only=True)["model"]
+    params = [k for k in source if "weight" in k or "bias" in k]
+    assert params and all(torch.equal(source[k], tuned[k]) for k in params)
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["init_weights"] == str(tmp_path / "source")
+    with pytest.raises(LandmarkInitError, match="does not match this run"):
+        train(
+            TrainConfig(
+                epochs=1,
+                output=str(tmp_path / "x"),
+                init_weights=str(tmp_path / "source"),
+                **{**base, "method": "regression"},
+            ),
+            progress=False,
+        )
+    with pytest.raises(LandmarkInitError, match="does not exist"):
+        train(
+            TrainConfig(epochs=1, output=str(tmp_path / "y"), init_weights=str(tmp_path / "none.pt"), **base),
+            progress=False,
+        )
 
 
 def test_torchrun_distributed_data_parallel(tiny_dataset, tmp_path):

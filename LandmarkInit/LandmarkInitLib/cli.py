@@ -93,13 +93,17 @@ def cmd_phantom(args) -> int:
 
     if not 0.0 <= args.partial_fraction <= 1.0:
         raise LandmarkInitError("--partial-fraction must be between 0 and 1")
+    if not 0.0 <= args.rectum_lateral <= 15.0:
+        raise LandmarkInitError("--rectum-lateral must be between 0 and 15 mm")
     summary = generate_dataset(
         args.output,
         args.count,
         args.seed,
         workers=args.workers,
         start=args.start,
-        options=PhantomOptions(probe=args.probe, partial_fraction=args.partial_fraction),
+        options=PhantomOptions(
+            probe=args.probe, partial_fraction=args.partial_fraction, rectum_lateral_mm=args.rectum_lateral
+        ),
         force=args.force,
         progress=not args.quiet,
     )
@@ -132,6 +136,7 @@ def cmd_train(args) -> int:
         augment=not args.no_augment,
         max_cases=args.max_cases,
         max_offset_mm=args.max_offset,
+        init_weights=str(args.init_weights) if args.init_weights else None,
         threads=args.threads,
         grid_shape=args.grid_shape,
         grid_spacing_mm=args.grid_spacing,
@@ -230,6 +235,7 @@ def cmd_two_stage(args) -> int:
         args.output,
         iterations=args.iterations,
         mid_gland_weight=args.mid_gland,
+        mirror_average=args.mirror_average,
         name=args.name,
         force=args.force,
     )
@@ -401,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(often a landmark) is outside the US field of view (default 0.15)",
     )
     p.add_argument(
+        "--rectum-lateral",
+        type=float,
+        default=4.0,
+        metavar="MM",
+        help="largest lateral offset of the rectum (and the TRUS probe in it) from the gland's mid-sagittal plane "
+        "(default 4, the anatomical range; wider ranges make training data in which the rectum does not predict "
+        "the posterior median)",
+    )
+    p.add_argument(
         "--preview",
         type=Path,
         metavar="CASE_DIR",
@@ -463,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="local methods: largest distance of a training patch centre from its landmark (default 10)",
     )
     p.add_argument("--no-augment", action="store_true", help="no spatial or intensity augmentation")
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        metavar="RUN_OR_PT",
+        help="fine-tune: start from the weights of another run (its best.pt) or checkpoint, with a fresh optimizer "
+        "and schedule; the network (method, grid, channels) must be the same",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -555,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="W",
         help="pull the posterior median W (0-1) of the way to mid-gland height, halfway between the detected apex "
         "and bladder neck (default 0: off)",
+    )
+    p.add_argument(
+        "--mirror-average",
+        action="store_true",
+        help="also detect on the volume's left-right mirror image (first index axis) and average the two answers: "
+        "twice the detection time, exactly mirror-symmetric results",
     )
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.add_argument("--force", action="store_true", help="overwrite an existing card")

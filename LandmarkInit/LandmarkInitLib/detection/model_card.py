@@ -8,7 +8,8 @@ A card is one of three stages: "global" (whole volume -> landmarks), "local" (pa
 refined landmarks) or "two-stage", which names a global card and one or more local cards (paths relative to
 itself) and holds no weights of its own. Several local cards form an ensemble: each refines from the same
 starting points and their answers are averaged. A two-stage card may also set ``posterior_median_mid_gland``
-(0..1, detection/mid_gland.py), applied after the last refinement pass.
+(0..1, detection/mid_gland.py), applied after the last refinement pass, and ``mirror_average`` (true: also detect
+on the volume's left-right mirror image and average, detection/mirror_average.py).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class ModelCard:
         """How far a two-stage card pulls the posterior median to mid-gland height (0 = not at all, and for other
         cards)."""
         return float(self.data.get("posterior_median_mid_gland", 0.0))
+
+    @property
+    def mirror_average(self) -> bool:
+        """Whether a two-stage card also detects on the left-right mirror image and averages (False otherwise)."""
+        return bool(self.data.get("mirror_average", False))
 
     def stage_cards(self, stage: str) -> list[ModelCard]:
         """The cards of one stage of a two-stage card (the global card, or every local card of the ensemble),
@@ -141,6 +147,10 @@ def load_card(path) -> ModelCard:
         if not ("card" in stages.get("local", {}) or stages.get("local", {}).get("cards")):
             raise ModelCardError(f"two-stage model card {path} names no local card")
         _check_mid_gland_weight(data.get("posterior_median_mid_gland", 0.0), f"two-stage model card {path}")
+        if not isinstance(data.get("mirror_average", False), bool):
+            raise ModelCardError(
+                f"two-stage model card {path}: mirror_average must be true or false, not {data['mirror_average']!r}"
+            )
     if tuple(data["landmarks"]) != LANDMARK_LABELS:
         raise ModelCardError(
             f"model card {path} lists landmarks {data['landmarks']}; this version of LandmarkInit needs exactly "
@@ -157,10 +167,19 @@ def _check_mid_gland_weight(weight, where: str) -> None:
 
 
 def write_two_stage_card(
-    global_card, local_cards, output, *, iterations: int = 2, mid_gland_weight: float = 0.0, name=None, force=False
+    global_card,
+    local_cards,
+    output,
+    *,
+    iterations: int = 2,
+    mid_gland_weight: float = 0.0,
+    mirror_average: bool = False,
+    name=None,
+    force=False,
 ) -> Path:
     """A two-stage card naming a global card and one or more local cards (an ensemble; stored as paths relative
-    to the new card), with the number of refinement passes and the posterior median's mid-gland weight."""
+    to the new card), with the number of refinement passes, the posterior median's mid-gland weight and whether
+    the left-right mirror image is detected on too and averaged."""
     import os
 
     output = Path(output)
@@ -204,12 +223,19 @@ def write_two_stage_card(
             "local": {"cards": [relative(c) for c in locals_], "iterations": int(iterations)},
         },
         "posterior_median_mid_gland": float(mid_gland_weight),
+        "mirror_average": bool(mirror_average),
         "description": "global detector on a coarse whole-volume grid, then local refinement on fine patches "
         f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
         + (
             f"; the posterior median is then pulled {mid_gland_weight:g} of the way to mid-gland height "
             "(halfway between apex and bladder neck)"
             if mid_gland_weight
+            else ""
+        )
+        + (
+            "; all of this also runs on the volume's left-right (first index axis) mirror image and the two answers "
+            "are averaged"
+            if mirror_average
             else ""
         )
         + "; the stage cards hold grids, normalization, training data and weights checksums",

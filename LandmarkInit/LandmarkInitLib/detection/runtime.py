@@ -18,6 +18,7 @@ import numpy as np
 
 from ..geometry import VolumeGeometry
 from .mid_gland import pull_posterior_median_to_mid_gland
+from .mirror_average import combine_views, mirror_array, unmirror_points
 from .model_card import ModelCard, ModelCardError, load_card
 from .preprocess import InvalidVolumeError, check_volume, prepare_input, prepare_patches, sitk_image
 
@@ -239,17 +240,14 @@ class LocalEnsemble:
 
     def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
         answers = [m.refine(image, geometry, points_ras) for m in self.members]
-        points = np.mean([p for p, _ in answers], axis=0)
-        spread = np.sqrt(
-            np.mean([s**2 for _, s in answers], axis=0)
-            + np.mean([np.sum((p - points) ** 2, axis=1) for p, _ in answers], axis=0)
-        )
-        return points, spread
+        return combine_views([p for p, _ in answers], [s for _, s in answers])
 
 
 class TwoStageDetector(VolumeDetector):
     """Global detector, then ``iterations`` passes of local refinement (one model or an ensemble), each
-    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height."""
+    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height.
+    If the card says ``mirror_average``, all of that also runs on the volume's left-right mirror image and the
+    two answers are averaged (detection/mirror_average.py)."""
 
     def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
         if card.stage != "two-stage":
@@ -259,9 +257,11 @@ class TwoStageDetector(VolumeDetector):
         self.local_stage = LocalEnsemble(card.stage_cards("local"), backend, threads)
         self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
         self.mid_gland_weight = card.mid_gland_weight
+        self.mirror_average = card.mirror_average
         self.backend = self.global_stage.backend
 
-    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+    def run_stages(self, array: np.ndarray, geometry: VolumeGeometry):
+        """One view: (global Detection, refined L x 3 RAS points, their spreads, seconds in global, in local)."""
         t0 = time.perf_counter()
         coarse = self.global_stage.detect_array(array, geometry)
         t1 = time.perf_counter()
@@ -270,12 +270,28 @@ class TwoStageDetector(VolumeDetector):
         for _ in range(self.iterations):
             points, spread = self.local_stage.refine(image, geometry, points)
         points = pull_posterior_median_to_mid_gland(points, self.mid_gland_weight)
-        t2 = time.perf_counter()
-        detection = self.detection(points, spread, {"global": t1 - t0, "local": t2 - t1, "total": t2 - t0})
-        detection.global_points_ras = coarse.points_ras
+        return coarse, points, spread, t1 - t0, time.perf_counter() - t1
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        coarse, points, spread, t_global, t_local = self.run_stages(array, geometry)
+        if self.mirror_average:
+            coarse_m, points_m, spread_m, tg, tl = self.run_stages(mirror_array(array), geometry)
+            points, spread = combine_views([points, unmirror_points(points_m, geometry)], [spread, spread_m])
+            coarse = self.global_stage.detection(
+                *combine_views(
+                    [coarse.points_ras, unmirror_points(coarse_m.points_ras, geometry)],
+                    [coarse.spread_mm, coarse_m.spread_mm],
+                ),
+                {},
+            )
+            coarse.flags = quality_flags(self.global_stage.card, array, geometry, coarse)
+            t_global, t_local = t_global + tg, t_local + tl
+        coarse_points, coarse_flags = coarse.points_ras, coarse.flags
+        detection = self.detection(points, spread, {"global": t_global, "local": t_local, "total": t_global + t_local})
+        detection.global_points_ras = coarse_points
         detection.flags = quality_flags(self.local_stage.spread_limit_card, array, geometry, detection)
-        detection.flags += [f"global stage: {f}" for f in coarse.flags if "spread" in f]
-        moved = np.linalg.norm(points - coarse.points_ras, axis=1)
+        detection.flags += [f"global stage: {f}" for f in coarse_flags if "spread" in f]
+        moved = np.linalg.norm(points - coarse_points, axis=1)
         for label, distance in zip(self.card.landmarks, moved, strict=True):
             if distance > self.local_stage.trained_offset_mm:
                 detection.flags.append(

@@ -101,7 +101,10 @@ def _rounded(obj):
     return obj
 
 
-def sample_parameters(rng: np.random.Generator) -> AnatomyParameters:
+def sample_parameters(rng: np.random.Generator, rectum_lateral_mm: float = 4.0) -> AnatomyParameters:
+    """Random anatomy; ``rectum_lateral_mm`` widens the rectum's lateral offset range (same random draws)."""
+    if not 0.0 <= rectum_lateral_mm <= 15.0:
+        raise ValueError(f"the rectum's lateral offset range must be 0-15 mm, not {rectum_lateral_mm}")
     u = rng.uniform
     a, b, c = u(17.0, 27.0), u(12.0, 19.0), u(15.0, 24.0)
     bph = u(0.0, 1.0)  # benign enlargement of the transition zone
@@ -128,7 +131,7 @@ def sample_parameters(rng: np.random.Generator) -> AnatomyParameters:
         rectum_gap_mm=u(2.0, 6.0),
         rectum_tilt_deg=u(5.0, 30.0),
         rectum_curvature=u(0.0, 0.012),
-        rectum_lateral=u(-4.0, 4.0),
+        rectum_lateral=u(-rectum_lateral_mm, rectum_lateral_mm),
         fat_mm=u(3.0, 9.0),
         has_seminal_vesicles=bool(rng.random() < 0.85),
         sv_semi_axes=(u(12.0, 20.0), u(4.0, 7.0), u(3.5, 6.0)),

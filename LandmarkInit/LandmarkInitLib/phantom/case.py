@@ -29,6 +29,9 @@ GENERATOR_VERSION = "1.0"
 class PhantomOptions:
     probe: str = "mixed"  # "end-fire", "side-fire" or "mixed"
     partial_fraction: float = 0.15  # fraction of cases with the probe deliberately aimed off the gland
+    # largest lateral offset (mm) of the rectum, and so of the probe, from the posterior median; wider than the
+    # anatomical default only as training data in which the rectum does not give away the landmark
+    rectum_lateral_mm: float = 4.0
 
 
 @dataclass
@@ -57,7 +60,7 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
     anatomy_rng, props_rng, mr_rng, us_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
     )
-    anatomy = Anatomy(sample_parameters(anatomy_rng))
+    anatomy = Anatomy(sample_parameters(anatomy_rng, rectum_lateral_mm=options.rectum_lateral_mm))
     props = sample_properties(props_rng)
     mr_params = MRParameters.sample(mr_rng)
     probe = None if options.probe == "mixed" else options.probe

@@ -99,7 +99,11 @@ def generate_dataset(
         "seed": seed,
         "first_index": start,
         "count": count,
-        "options": {"probe": options.probe, "partial_fraction": options.partial_fraction},
+        "options": {
+            "probe": options.probe,
+            "partial_fraction": options.partial_fraction,
+            "rectum_lateral_mm": options.rectum_lateral_mm,
+        },
     }
     (output / "dataset.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return {

@@ -64,6 +64,7 @@ class TrainConfig:
     max_cases: int | None = None
     threads: int | None = None
     max_offset_mm: float = 10.0  # local methods: largest distance of the patch centre from the landmark
+    init_weights: str | None = None  # fine-tuning: start from these weights (run folder: its best.pt)
 
     @property
     def local(self) -> bool:
@@ -138,6 +139,17 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid, mod
     return loss
 
 
+def _initial_weights(path) -> dict:
+    """Weights to fine-tune from: a checkpoint file, or a run folder (its best.pt). The architecture must match
+    (same method, grid and channels): load_state_dict refuses anything else."""
+    path = Path(path)
+    path = path / "best.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise LandmarkInitError(f"--init-weights: {path} does not exist (give a run folder or a .pt checkpoint)")
+    state = torch.load(path, weights_only=True)
+    return state["model"] if "model" in state else state
+
+
 @torch.no_grad()
 def evaluate_mre(model, loader) -> tuple[float, np.ndarray]:
     model.eval()
@@ -206,6 +218,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history, start_epoch, best = [], 0, float("inf")
+    if cfg.init_weights and not (resume and (out / "last.pt").exists()):
+        try:
+            model.load_state_dict(_initial_weights(cfg.init_weights))
+        except RuntimeError as e:
+            raise LandmarkInitError(
+                f"--init-weights {cfg.init_weights}: that network does not match this run's method, grid and "
+                f"channels ({str(e).splitlines()[0]})"
+            ) from None
     if resume and (out / "last.pt").exists():
         state = torch.load(out / "last.pt", weights_only=True)
         model.load_state_dict(state["model"])
