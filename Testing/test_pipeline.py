@@ -71,6 +71,7 @@ def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):
         recorded = {(w["card"], w["sha256"]) for w in report["models"][modality]["weights"]}
         assert recorded == {(c.name, f["sha256"]) for c in cards for f in c.data["files"].values()}
         assert report["models"][modality]["posterior_median_mid_gland"] == card.mid_gland_weight
+        assert report["models"][modality]["mirror_average"] is card.mirror_average
     png = sitk.ReadImage(str(out / "report.png"))
     assert png.GetSize()[0] > 300 and png.GetNumberOfComponentsPerPixel() == 3
     assert "MR_to_US" in (out / "report.html").read_text()

@@ -97,6 +97,14 @@ def test_init_weights_fine_tunes_from_another_run(tiny_dataset, tmp_path):
     params = [k for k in source if "weight" in k or "bias" in k]
     assert params and all(torch.equal(source[k], tuned[k]) for k in params)
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["init_weights"] == str(tmp_path / "source")
+    # the card's commands reproduce the model: the fine-tuning run, and the run it started from
+    card = json.loads(export_run(tmp_path / "ft", tmp_path / "ft_model").read_text())["training"]
+    assert card["command"].endswith(f"--init-weights {tmp_path / 'source'} --output RUN")
+    assert card["fine_tuned_from"]["weights"] == str(tmp_path / "source")
+    assert (
+        "--init-weights" not in card["fine_tuned_from"]["command"]
+        and "--lr 0 " not in card["fine_tuned_from"]["command"]
+    )
     with pytest.raises(LandmarkInitError, match="does not match this run"):
         train(
             TrainConfig(

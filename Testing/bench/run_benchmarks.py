@@ -110,7 +110,8 @@ def bench_detection(modality: str, repeats: int) -> list[str]:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             target = (1.0 if two_stage else 0.5) if backend == "onnx" else None
             status = "" if target is None else ("met" if r["median_s"] <= target else "NOT met")
-            what = "two-stage (global + local refinement)" if two_stage else "whole-volume"
+            mirror = ", on the volume and its mirror image" if card.mirror_average else ""
+            what = f"two-stage (global + local refinement{mirror})" if two_stage else "whole-volume"
             rows.append(
                 f"| detect {modality.upper()} volume, {card.name} ({what}), {r['backend']} (resample + inference + "
                 f"decode; peak RSS {r['peak_rss_mb']:.0f} MB, {r['peak_rss_mb'] - r['rss_before_model_mb']:.0f} MB "

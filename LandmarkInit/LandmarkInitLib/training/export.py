@@ -68,7 +68,23 @@ def training_command(cfg: dict) -> str:
         parts.append(f"--max-cases {cfg['max_cases']}")
     if cfg["method"] in LOCAL_METHODS:
         parts.append(f"--max-offset {cfg.get('max_offset_mm', 10.0):g}")
+    if cfg.get("init_weights"):
+        parts.append(f"--init-weights {cfg['init_weights']}")
     return " ".join(parts) + " --output RUN"
+
+
+def fine_tuned_from(cfg: dict) -> dict | None:
+    """For a fine-tuned run: the weights it started from and, when that run's config.json is still there, the
+    command that made them (so that a card's commands reproduce the model from scratch)."""
+    init = cfg.get("init_weights")
+    if not init:
+        return None
+    source = Path(init)
+    config = (source if source.is_dir() else source.parent) / "config.json"
+    origin = {"weights": str(init)}
+    if config.is_file():
+        origin["command"] = training_command(json.loads(config.read_text(encoding="utf-8")))
+    return origin
 
 
 def export_run(run, output, *, name: str | None = None, validation: dict | None = None, force: bool = False) -> Path:
@@ -157,6 +173,7 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
             "seed": cfg["seed"],
             **({"max_offset_mm": cfg.get("max_offset_mm", 10.0)} if local else {}),
             "command": training_command(cfg),
+            **({"fine_tuned_from": fine_tuned_from(cfg)} if cfg.get("init_weights") else {}),
         },
         "validation": {"mre_mm": best["val_mre_mm"], **(validation or {})},
         "files": {
