@@ -52,19 +52,27 @@ def test_combine_views_exact_values():
     np.testing.assert_allclose(pooled, [np.sqrt(5.0 + 1.0), 2.0])
 
 
-@pytest.fixture(scope="module")
-def mirror_card(tmp_path_factory):
-    """The shipped US two-stage detector, written again with mirror averaging on."""
+def _shipped_us_stages(out, mirror_average: bool):
+    """The shipped US two-stage detector written again, with mirror averaging on or off."""
     shipped = load_card(models_dir() / "us_landmarks.json")
-    out = tmp_path_factory.mktemp("mirror") / "us_mirror.json"
     return write_two_stage_card(
         shipped.stage_card("global").path,
         [c.path for c in shipped.stage_cards("local")],
         out,
         iterations=int(shipped.data["stages"]["local"]["iterations"]),
         mid_gland_weight=shipped.mid_gland_weight,
-        mirror_average=True,
+        mirror_average=mirror_average,
     )
+
+
+@pytest.fixture(scope="module")
+def mirror_card(tmp_path_factory):
+    return _shipped_us_stages(tmp_path_factory.mktemp("mirror") / "us_mirror.json", True)
+
+
+@pytest.fixture(scope="module")
+def plain_card(tmp_path_factory):
+    return _shipped_us_stages(tmp_path_factory.mktemp("plain") / "us_plain.json", False)
 
 
 def _sample_us():
@@ -72,9 +80,9 @@ def _sample_us():
     return sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
 
 
-def test_mirror_averaged_detector_is_mirror_equivariant(mirror_card):
+def test_mirror_averaged_detector_is_mirror_equivariant(mirror_card, plain_card):
     array, geometry = _sample_us()
-    plain = open_detector(models_dir() / "us_landmarks.json")
+    plain = open_detector(plain_card)
     averaged = open_detector(mirror_card)
     assert averaged.mirror_average and not plain.mirror_average
     on_volume = averaged.detect_array(array, geometry)
@@ -86,9 +94,9 @@ def test_mirror_averaged_detector_is_mirror_equivariant(mirror_card):
     assert np.abs(unmirror_points(b.points_ras, geometry) - a.points_ras).max() > 1e-2
 
 
-def test_mirror_averaged_detector_matches_both_views_run_by_hand(mirror_card):
+def test_mirror_averaged_detector_matches_both_views_run_by_hand(mirror_card, plain_card):
     array, geometry = _sample_us()
-    plain = open_detector(models_dir() / "us_landmarks.json")
+    plain = open_detector(plain_card)
     detection = open_detector(mirror_card).detect_array(array, geometry)
     a, b = plain.detect_array(array, geometry), plain.detect_array(mirror_array(array), geometry)
     b_back = unmirror_points(b.points_ras, geometry)

@@ -19,3 +19,7 @@ class LandmarkFileError(LandmarkInitError, OSError):
 
 class LockedPointError(LandmarkInitError):
     """An attempt to move a landmark the user has locked."""
+
+
+class IntensityRegistrationError(LandmarkInitError):
+    """Intensity (MI) registration that could not run from its starting transform, e.g. no overlap."""

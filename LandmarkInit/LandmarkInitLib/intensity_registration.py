@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import IntensityRegistrationError
 from .geometry import convert_matrix_ras_lps, to_parent_ras_from_sitk_transform
 
 
@@ -73,13 +74,16 @@ def register_rigid_mi(
     *,
     iterations: int = 100,
     sampling: float = 0.1,
-    seed: int = 0,
+    seed: int = 1,
     threads: int | None = None,
 ) -> IntensityResult:
     """Rigid Mattes-MI registration of MR (moving) to US (fixed, restricted to its fan), two resolution levels,
     started from ``initial_matrix`` (MR RAS -> US RAS; identity if None). Deterministic for a given seed and
-    thread count."""
+    thread count (``seed`` must be positive: ITK reads 0 as "seed from the wall clock")."""
     import SimpleITK as sitk
+
+    if seed < 1:
+        raise ValueError(f"the metric sampling seed must be a positive integer, not {seed} (0 means wall clock in ITK)")
 
     t0 = time.perf_counter()
     fixed = sitk.Cast(us_image, sitk.sitkFloat32)
@@ -104,7 +108,14 @@ def register_rigid_mi(
     method.SetInitialTransform(initial, inPlace=False)
     if threads:
         method.SetNumberOfThreads(threads)
-    final = method.Execute(fixed, moving)
+    try:
+        final = method.Execute(fixed, moving)
+    except RuntimeError as e:
+        reason = "the volumes do not overlap" if "do not sufficiently overlap" in str(e) else str(e).splitlines()[-1]
+        raise IntensityRegistrationError(
+            f"MI registration stopped: {reason[:200]} (at the start, or after the optimizer moved the MR away from the "
+            "US fan); keep the landmark transform (run without --refine) or start from a closer transform"
+        ) from None
     return IntensityResult(
         sitk_to_matrix(final),
         float(method.GetMetricValue()),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import gland_mask, open_dataset
+from ..errors import IntensityRegistrationError
 from ..landmarks import LANDMARK_LABELS
 
 METHODS = {
@@ -68,14 +69,24 @@ def evaluate_case(case_dir: str, mr_card: str | None, us_card: str | None) -> di
 
     init = initialize(mr, us, _DETECTORS[key])
     matrices = {"identity": np.eye(4), "moments": moments_initialization(mr, us)}
-    matrices["mi_identity"] = register_rigid_mi(mr, us, None, threads=1).matrix
-    matrices["mi_moments"] = register_rigid_mi(mr, us, matrices["moments"], threads=1).matrix
+    mi_stopped = []
+
+    def mi_from(name, start):
+        """MI from ``start``; a run ITK stops (no overlap left) keeps its start, what a user would be left with."""
+        try:
+            return register_rigid_mi(mr, us, start, threads=1).matrix
+        except IntensityRegistrationError:
+            mi_stopped.append(name)
+            return np.eye(4) if start is None else start
+
+    matrices["mi_identity"] = mi_from("mi_identity", None)
+    matrices["mi_moments"] = mi_from("mi_moments", matrices["moments"])
     matrices["gt_landmarks"] = fit_rigid(mr_lm, us_lm).matrix
     matrices["detected"] = init.matrix
     matrices["detected_unweighted"] = fit_rigid(
         init.mr.points_ras, init.us.points_ras, weights=fit_weights(init.mr, init.us, "none")
     ).matrix
-    matrices["detected_mi"] = register_rigid_mi(mr, us, init.matrix, threads=1).matrix
+    matrices["detected_mi"] = mi_from("detected_mi", init.matrix)
     gt = {"known": case.mr_to_us, "icp": icp_matrix(mr_surface, us_surface, matrices["gt_landmarks"])}
 
     metrics = {}
@@ -97,6 +108,7 @@ def evaluate_case(case_dir: str, mr_card: str | None, us_card: str | None) -> di
             "us": np.linalg.norm(init.us.points_ras - us_lm, axis=1).tolist(),
         },
         "detector_flags": init.mr.flags + init.us.flags,
+        "mi_stopped": mi_stopped,
         "gt_icp_vs_known_sre_mm": sre_mm(gt["known"], gt["icp"], mr_surface),
         "seconds": time.perf_counter() - t0,
     }
@@ -219,6 +231,14 @@ def write_report(rows, output_dir, *, description: str = "", qa_thresholds: dict
             f"| {label} | {f('sre_known_mm')} | {f('sre_icp_mm')} | {f('dice', 3)} | {f('rotation_deg', 1)} | "
             f"{f('tre_mm')} |"
         )
+    stopped = {m: sum(m in r.get("mi_stopped", []) for r in rows) for m in ("mi_identity", "mi_moments", "detected_mi")}
+    if any(stopped.values()):
+        lines += [
+            "",
+            "MI runs that ITK stopped (the volumes stopped overlapping) keep their starting transform: "
+            + ", ".join(f"{METHODS[m]}: {n} case(s)" for m, n in stopped.items() if n)
+            + ".",
+        ]
     full = [r for r in rows if not r["partial_view"]]
     if full and len(full) < len(rows):
         lines += [
