@@ -53,16 +53,9 @@ fi
 # tools/train_global_to_local.sh, and copies of the detectors shipped before in build/shipped_s3 and
 # build/previous_models).
 if [ "${TEST:-0}" = 1 ]; then
+  source tools/test_table_models.sh
   DESCRIPTION="**Synthetic phantom data, not patient data.** Seeds 1 / 2 / 3: 120 training, 30 validation, 50 test cases; extra training cases: seed 6 (120 cases, 15% partial views) and seeds 4 / 5 (60 / 120 cases, all with the probe aimed off the gland). Shipped detectors (mr_landmarks / us_landmarks, chosen on validation): MR = g2l-global (120 cases) + g2l-local (240 cases, seeds 1 + 6), posterior median pulled to mid-gland height (weight 1); US = g2l-global (420 cases: seeds 1, 6, 4, 5) + the mean of two g2l-local models on the 420 cases (patch centres up to 10 mm and up to 5 mm from the landmark, 40 epochs each), posterior median pulled half-way to mid-gland height (weight 0.5); one local pass. *_session3_two-stage: the detectors shipped before this update (same global stages; US local stage on 180 cases; no mid-gland step). *_previous_two-stage: the ones shipped before those (US global on seeds 1 + 4, both local stages on the 120 cases, 80 epochs). Table 1 models (mr_/us_dsnt, dsnt-var, dsnt-dist, regression, heatmap): 40 epochs each on the 120 cases. *_landmarks_dsnt-dist (best single-stage method, shipped): 150 epochs, cosine. mr_/us_g2l-global and the combinations with '+': 120 training cases (us_g2l-global_partial: + seed 4), g2l-global 150 epochs, local models 80 epochs, cosine."
   $LI evaluate-detectors --data data/test --output-dir build/eval_ensemble_test --quiet --models \
-      $M/mr_landmarks.json $M/us_landmarks.json build/shipped_s3/mr_session3.json build/shipped_s3/us_session3.json \
-      build/previous_models/mr_previous.json build/previous_models/us_previous.json \
-      $M/mr_landmarks_g2l-global.json $M/us_landmarks_g2l-global.json \
-      $M/mr_landmarks_dsnt-dist.json $M/us_landmarks_dsnt-dist.json \
-      build/models/{mr,us}_{dsnt-dist,dsnt-var,dsnt,heatmap,regression}.json \
-      build/models_g2l/{mr,us}_g2l-global.json build/models_g2l/us_g2l-global_partial.json \
-      build/models_g2l/{mr,us}_{dsnt-dist+dsnt-local,dsnt-dist+g2l-local,g2l-global+g2l-local}.json \
-      build/models_g2l/us_g2l-global_partial+g2l-local.json \
-      --description "$DESCRIPTION"
+      $M/mr_landmarks.json $M/us_landmarks.json "${BASELINE_MODELS[@]}" --description "$DESCRIPTION"
   $LI evaluate --data data/test --output-dir build/eval_registration --workers 2
 fi

@@ -88,13 +88,14 @@ def cmd_phantom(args) -> int:
         return EXIT_OK
     if args.output is None:
         raise LandmarkInitError("--output DIR is required")
+    from .phantom.anatomy import RECTUM_LATERAL_MAX_MM
     from .phantom.case import PhantomOptions
     from .phantom.generator import generate_dataset
 
     if not 0.0 <= args.partial_fraction <= 1.0:
         raise LandmarkInitError("--partial-fraction must be between 0 and 1")
-    if not 0.0 <= args.rectum_lateral <= 15.0:
-        raise LandmarkInitError("--rectum-lateral must be between 0 and 15 mm")
+    if not 0.0 <= args.rectum_lateral <= RECTUM_LATERAL_MAX_MM:
+        raise LandmarkInitError(f"--rectum-lateral must be between 0 and {RECTUM_LATERAL_MAX_MM:g} mm")
     summary = generate_dataset(
         args.output,
         args.count,

@@ -101,10 +101,15 @@ def _rounded(obj):
     return obj
 
 
+RECTUM_LATERAL_MAX_MM = 15.0  # beyond this the rectum no longer sits behind the gland
+
+
 def sample_parameters(rng: np.random.Generator, rectum_lateral_mm: float = 4.0) -> AnatomyParameters:
     """Random anatomy; ``rectum_lateral_mm`` widens the rectum's lateral offset range (same random draws)."""
-    if not 0.0 <= rectum_lateral_mm <= 15.0:
-        raise ValueError(f"the rectum's lateral offset range must be 0-15 mm, not {rectum_lateral_mm}")
+    if not 0.0 <= rectum_lateral_mm <= RECTUM_LATERAL_MAX_MM:
+        raise ValueError(
+            f"the rectum's lateral offset range must be 0-{RECTUM_LATERAL_MAX_MM:g} mm, not {rectum_lateral_mm}"
+        )
     u = rng.uniform
     a, b, c = u(17.0, 27.0), u(12.0, 19.0), u(15.0, 24.0)
     bph = u(0.0, 1.0)  # benign enlargement of the transition zone

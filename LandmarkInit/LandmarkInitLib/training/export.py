@@ -73,12 +73,9 @@ def training_command(cfg: dict) -> str:
     return " ".join(parts) + " --output RUN"
 
 
-def fine_tuned_from(cfg: dict) -> dict | None:
+def fine_tuned_from(init: str) -> dict:
     """For a fine-tuned run: the weights it started from and, when that run's config.json is still there, the
     command that made them (so that a card's commands reproduce the model from scratch)."""
-    init = cfg.get("init_weights")
-    if not init:
-        return None
     source = Path(init)
     config = (source if source.is_dir() else source.parent) / "config.json"
     origin = {"weights": str(init)}
@@ -173,7 +170,7 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
             "seed": cfg["seed"],
             **({"max_offset_mm": cfg.get("max_offset_mm", 10.0)} if local else {}),
             "command": training_command(cfg),
-            **({"fine_tuned_from": fine_tuned_from(cfg)} if cfg.get("init_weights") else {}),
+            **({"fine_tuned_from": fine_tuned_from(cfg["init_weights"])} if cfg.get("init_weights") else {}),
         },
         "validation": {"mre_mm": best["val_mre_mm"], **(validation or {})},
         "files": {
