@@ -122,6 +122,30 @@ def test_init_weights_fine_tunes_from_another_run(tiny_dataset, tmp_path):
         )
 
 
+def test_init_weights_from_an_exported_model_card(tiny_dataset, tmp_path):
+    """A shipped stage (card + TorchScript file) is a starting point too: the network inside the TorchScript
+    wrapper is loaded exactly, and the new card keeps the source card's checksum and training command."""
+    base = dict(data=str(tiny_dataset), modality="mr", method="dsnt", val_fraction=0.25, **TINY)
+    train(TrainConfig(epochs=1, output=str(tmp_path / "source"), **base), progress=False)
+    source_card = export_run(tmp_path / "source", tmp_path / "shipped" / "mr_model")
+    source = torch.load(tmp_path / "source" / "best.pt", weights_only=True)["model"]
+    train(
+        TrainConfig(epochs=1, output=str(tmp_path / "ft"), lr=0.0, init_weights=str(source_card), **base),
+        progress=False,
+    )
+    tuned = torch.load(tmp_path / "ft" / "best.pt", weights_only=True)["model"]
+    params = [k for k in source if "weight" in k or "bias" in k]
+    assert params and all(torch.equal(source[k], tuned[k]) for k in params)
+    shipped = json.loads(source_card.read_text())
+    origin = json.loads(export_run(tmp_path / "ft", tmp_path / "ft_model").read_text())["training"]["fine_tuned_from"]
+    assert origin["sha256"] == shipped["files"]["torchscript"]["sha256"]
+    assert origin["command"] == shipped["training"]["command"] and origin["card"] == "mr_model"
+    # a TorchScript file that is not the one the card names is refused
+    (tmp_path / "shipped" / "mr_model.pt").write_bytes(b"not the exported model")
+    with pytest.raises(LandmarkInitError, match="does not match the checksum"):
+        train(TrainConfig(epochs=1, output=str(tmp_path / "x"), init_weights=str(source_card), **base), progress=False)
+
+
 def test_torchrun_distributed_data_parallel(tiny_dataset, tmp_path):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path / "ddp"

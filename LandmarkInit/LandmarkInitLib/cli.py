@@ -482,9 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-weights",
         type=Path,
-        metavar="RUN_OR_PT",
-        help="fine-tune: start from the weights of another run (its best.pt) or checkpoint, with a fresh optimizer "
-        "and schedule; the network (method, grid, channels) must be the same",
+        metavar="RUN_PT_OR_CARD",
+        help="fine-tune: start from the weights of another run (its best.pt), a checkpoint, or an exported model "
+        "card (.json, e.g. a shipped stage: its TorchScript file), with a fresh optimizer and schedule; the network "
+        "(method, grid, channels) must be the same",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -74,11 +74,21 @@ def training_command(cfg: dict) -> str:
 
 
 def fine_tuned_from(init: str) -> dict:
-    """For a fine-tuned run: the weights it started from and, when that run's config.json is still there, the
-    command that made them (so that a card's commands reproduce the model from scratch)."""
+    """For a fine-tuned run: the weights it started from and how they were made, so that a card's commands
+    reproduce the model from scratch: the source run's command when its config.json is still there, or, for a
+    model card, its checksum and its own training record (the card's file may be replaced when the new model ships)."""
     source = Path(init)
-    config = (source if source.is_dir() else source.parent) / "config.json"
     origin = {"weights": str(init)}
+    if source.suffix == ".json" and source.is_file():
+        card = json.loads(source.read_text(encoding="utf-8"))
+        training = card.get("training") or {}
+        origin["card"] = card.get("name")
+        origin["sha256"] = card["files"]["torchscript"]["sha256"]
+        for key in ("command", "fine_tuned_from"):
+            if key in training:
+                origin[key] = training[key]
+        return origin
+    config = (source if source.is_dir() else source.parent) / "config.json"
     if config.is_file():
         origin["command"] = training_command(json.loads(config.read_text(encoding="utf-8")))
     return origin

@@ -140,14 +140,50 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid, mod
 
 
 def _initial_weights(path) -> dict:
-    """Weights to fine-tune from: a checkpoint file, or a run folder (its best.pt). The architecture must match
-    (same method, grid and channels): load_state_dict refuses anything else."""
+    """Weights to fine-tune from: a checkpoint file, a run folder (its best.pt), or an exported model card (.json,
+    e.g. a shipped stage in Resources/Models: the network inside its TorchScript file, checksum-checked). The
+    architecture must match (same method, grid and channels): load_state_dict refuses anything else."""
     path = Path(path)
     path = path / "best.pt" if path.is_dir() else path
     if not path.is_file():
-        raise LandmarkInitError(f"--init-weights: {path} does not exist (give a run folder or a .pt checkpoint)")
+        raise LandmarkInitError(
+            f"--init-weights: {path} does not exist (give a run folder, a .pt checkpoint or a model card .json)"
+        )
+    if path.suffix == ".json":
+        return _card_weights(path)
     state = torch.load(path, weights_only=True)
     return state["model"] if "model" in state else state
+
+
+def _card_weights(card_path: Path) -> dict:
+    from ..detection.model_card import sha256_of
+
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    entry = (card.get("files") or {}).get("torchscript")
+    if not entry:
+        raise LandmarkInitError(
+            f"--init-weights: {card_path} is not a single-stage model card with a TorchScript file (a two-stage "
+            "card names its stages: give the stage's card)"
+        )
+    ts_path = card_path.parent / entry["path"]
+    if not ts_path.is_file() or sha256_of(ts_path) != entry["sha256"]:
+        raise LandmarkInitError(f"--init-weights: {ts_path} is missing or does not match the checksum in {card_path}")
+    # The exported module is ExportWrapper/LocalExportWrapper around the trained network (attribute "model").
+    # TorchScript also saves the non-persistent buffers (grid axes), which a checkpoint leaves out: kept here,
+    # they are checked against the new run's own in _load_initial_weights.
+    state = torch.jit.load(str(ts_path), map_location="cpu").state_dict()
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def _load_initial_weights(model, path) -> None:
+    state = _initial_weights(path)
+    persistent = model.state_dict().keys()
+    buffers = dict(model.named_buffers())
+    for key in [k for k in state if k not in persistent and k in buffers]:
+        if buffers[key].shape != state[key].shape or not torch.allclose(buffers[key], state[key]):
+            raise RuntimeError(f"buffer {key} (the model grid) differs")
+        del state[key]
+    model.load_state_dict(state)
 
 
 @torch.no_grad()
@@ -220,7 +256,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     history, start_epoch, best = [], 0, float("inf")
     if cfg.init_weights and not (resume and (out / "last.pt").exists()):
         try:
-            model.load_state_dict(_initial_weights(cfg.init_weights))
+            _load_initial_weights(model, cfg.init_weights)
         except RuntimeError as e:
             raise LandmarkInitError(
                 f"--init-weights {cfg.init_weights}: that network does not match this run's method, grid and "
