@@ -142,8 +142,12 @@ def test_init_weights_from_an_exported_model_card(tiny_dataset, tmp_path):
     assert origin["command"] == shipped["training"]["command"] and origin["card"] == "mr_model"
     # a TorchScript file that is not the one the card names is refused
     (tmp_path / "shipped" / "mr_model.pt").write_bytes(b"not the exported model")
-    with pytest.raises(LandmarkInitError, match="does not match the checksum"):
+    with pytest.raises(LandmarkInitError, match="does not match its model card"):
         train(TrainConfig(epochs=1, output=str(tmp_path / "x"), init_weights=str(source_card), **base), progress=False)
+    # a two-stage card holds no network of its own
+    two_stage = os.path.join(os.path.dirname(__file__), "..", "Resources", "Models", "mr_landmarks.json")
+    with pytest.raises(LandmarkInitError, match="is a two-stage card"):
+        train(TrainConfig(epochs=1, output=str(tmp_path / "y"), init_weights=two_stage, **base), progress=False)
 
 
 def test_torchrun_distributed_data_parallel(tiny_dataset, tmp_path):

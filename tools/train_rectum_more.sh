@@ -7,7 +7,8 @@
 #   runs/us_g2l-global_rect   the US global stage shipped at commit 301a6d9 fine-tuned 40 epochs (fresh optimizer,
 #                             cosine from 3e-4) on its 420 training cases + the 240 rectum-decoupled ones (seed 8)
 # The starting weights are taken from git (build/shipped_s6, the exact files shipped before this update), so the
-# run is reproducible after the new model replaced them in Resources/Models. About 45 minutes on one core.
+# run is reproducible after the new model replaced them in Resources/Models. On 2 cores: about 70 minutes to
+# generate the 690 cases when none are there, then about 23 minutes of training on one core.
 # tools/evaluate_rectum_more.sh compares it on the validation cases.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..detection.model_card import CARD_SCHEMA, sha256_of
+from ..detection.model_card import CARD_SCHEMA, load_card, sha256_of
 from ..detection.preprocess import NORMALIZATION
 from ..errors import LandmarkInitError
 from ..landmarks import LANDMARK_LABELS
@@ -80,10 +80,10 @@ def fine_tuned_from(init: str) -> dict:
     source = Path(init)
     origin = {"weights": str(init)}
     if source.suffix == ".json" and source.is_file():
-        card = json.loads(source.read_text(encoding="utf-8"))
-        training = card.get("training") or {}
-        origin["card"] = card.get("name")
-        origin["sha256"] = card["files"]["torchscript"]["sha256"]
+        card = load_card(source)
+        training = card.data.get("training") or {}
+        origin["card"] = card.name
+        origin["sha256"] = card.data["files"]["torchscript"]["sha256"]
         for key in ("command", "fine_tuned_from"):
             if key in training:
                 origin[key] = training[key]

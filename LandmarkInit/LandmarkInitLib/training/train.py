@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..dataset import open_dataset
+from ..detection.model_card import load_card
 from ..detection.model_grid import ModelGrid
 from ..errors import LandmarkInitError
 from ..landmarks import LANDMARK_LABELS
@@ -156,18 +157,12 @@ def _initial_weights(path) -> dict:
 
 
 def _card_weights(card_path: Path) -> dict:
-    from ..detection.model_card import sha256_of
-
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    entry = (card.get("files") or {}).get("torchscript")
-    if not entry:
+    card = load_card(card_path)
+    if card.stage == "two-stage":
         raise LandmarkInitError(
-            f"--init-weights: {card_path} is not a single-stage model card with a TorchScript file (a two-stage "
-            "card names its stages: give the stage's card)"
+            f"--init-weights: {card_path} is a two-stage card; give the card of the stage to fine-tune"
         )
-    ts_path = card_path.parent / entry["path"]
-    if not ts_path.is_file() or sha256_of(ts_path) != entry["sha256"]:
-        raise LandmarkInitError(f"--init-weights: {ts_path} is missing or does not match the checksum in {card_path}")
+    ts_path = card.verified_weights("torchscript")
     # The exported module is ExportWrapper/LocalExportWrapper around the trained network (attribute "model").
     # TorchScript also saves the non-persistent buffers (grid axes), which a checkpoint leaves out: kept here,
     # they are checked against the new run's own in _load_initial_weights.
