@@ -16,23 +16,12 @@ M=Resources/Models
 S=build/shipped_s8  # the models shipped before this update (tools/train_partial_more.sh takes them from git)
 OUT=build/eval_partial_more_val
 mkdir -p $C $OUT
-if [ ! -f $S/us_landmarks.json ]; then  # the detectors shipped at d22f208, byte for byte
-  mkdir -p $S && git archive d22f208 Resources/Models | tar -x -C $S --strip-components=2
-fi
-renamed() {  # a shipped two-stage card under another name (same stages, same settings): source name output
-  .venv/bin/python -c 'import json, sys; c = json.load(open(sys.argv[1])); c["name"] = sys.argv[2]
-json.dump(c, open(sys.argv[3], "w"), indent=1)' "$@"
-}
-for m in mr us; do [ -f $S/${m}_shipped_s8.json ] || renamed $S/${m}_landmarks.json ${m}_shipped_s8 $S/${m}_shipped_s8.json; done
-[ -f $S/us_shipped_s8_g2l-global.json ] || renamed $S/us_landmarks_g2l-global.json us_shipped_s8_g2l-global \
-    $S/us_shipped_s8_g2l-global.json
+source tools/experiment_helpers.sh
+shipped_models d22f208 $S
+for m in mr us; do renamed $S/${m}_landmarks.json ${m}_shipped_s8 $S/${m}_shipped_s8.json; done
+renamed $S/us_landmarks_g2l-global.json us_shipped_s8_g2l-global $S/us_shipped_s8_g2l-global.json
 if [ "${VAL:-1}" = 1 ]; then
-[ -d data/val ] || $LI phantom --count 30 --seed 2 --output data/val --workers 2 --quiet
-[ -d data/val2 ] || $LI phantom --count 60 --seed 7 --output data/val2 --workers 2 --quiet
-if [ ! -d data/val_qa ]; then
-  mkdir -p data/val_qa
-  for d in data/val/case_* data/val2/case_*; do ln -s "../${d#data/}" "data/val_qa/$(basename "$(dirname "$d")")_$(basename "$d")"; done
-fi
+validation_cases
 [ -d data/val_partial ] || $LI phantom --count 60 --seed 13 --partial-fraction 1.0 --output data/val_partial \
     --workers 2 --quiet
 for run in us_g2l-global_partial3 us_g2l-local_partial3; do
@@ -78,12 +67,11 @@ if [ "${TEST:-0}" = 1 ]; then
   [ -d data/test ] || $LI phantom --count 50 --seed 3 --output data/test --workers 2 --quiet
   S6=build/shipped_s6
   S4=build/shipped_s4
-  for commit_dir in 301a6d9:$S6:session6 379e08b:$S4:session4; do
-    IFS=: read -r commit dir name <<< "$commit_dir"
-    if [ ! -f $dir/us_$name.json ]; then
-      mkdir -p $dir && git archive $commit Resources/Models | tar -x -C $dir --strip-components=2
-      for m in mr us; do renamed $dir/${m}_landmarks.json ${m}_${name}_two-stage $dir/${m}_$name.json; done
-    fi
+  shipped_models 301a6d9 $S6
+  shipped_models 379e08b $S4
+  for m in mr us; do
+    renamed $S6/${m}_landmarks.json ${m}_session6_two-stage $S6/${m}_session6.json
+    renamed $S4/${m}_landmarks.json ${m}_session4_two-stage $S4/${m}_session4.json
   done
   DESCRIPTION="${DESCRIPTION:?set DESCRIPTION to the description of the table data and models}"
   $LI evaluate-detectors --data data/test --output-dir build/eval_partial_more_test --quiet --models \

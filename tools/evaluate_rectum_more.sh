@@ -11,19 +11,12 @@ M=Resources/Models
 S=build/shipped_s6  # the models shipped before this update (tools/train_rectum_more.sh takes them from git)
 OUT=build/eval_rectum_more_val
 mkdir -p $C/rectum_more $OUT
-renamed() {  # a shipped two-stage card under another name (same stages, same settings): source name output
-  .venv/bin/python -c 'import json, sys; c = json.load(open(sys.argv[1])); c["name"] = sys.argv[2]
-json.dump(c, open(sys.argv[3], "w"), indent=1)' "$@"
-}
-for m in mr us; do [ -f $S/${m}_session6.json ] || renamed $S/${m}_landmarks.json ${m}_session6_two-stage $S/${m}_session6.json; done
-[ -f $S/us_session6_g2l-global.json ] || renamed $S/us_landmarks_g2l-global.json us_session6_g2l-global \
-    $S/us_session6_g2l-global.json
+source tools/experiment_helpers.sh
+shipped_models 301a6d9 $S
+for m in mr us; do renamed $S/${m}_landmarks.json ${m}_session6_two-stage $S/${m}_session6.json; done
+renamed $S/us_landmarks_g2l-global.json us_session6_g2l-global $S/us_session6_g2l-global.json
 if [ "${VAL:-1}" = 1 ]; then
-[ -d data/val2 ] || $LI phantom --count 60 --seed 7 --output data/val2 --workers 2 --quiet
-if [ ! -d data/val_qa ]; then
-  mkdir -p data/val_qa
-  for d in data/val/case_* data/val2/case_*; do ln -s "../${d#data/}" "data/val_qa/$(basename "$(dirname "$d")")_$(basename "$d")"; done
-fi
+validation_cases
 [ -f $C/us_g2l-global_rect.json ] || $LI export runs/us_g2l-global_rect --output $C/us_g2l-global_rect \
     --name us_g2l-global_rect > /dev/null
 card() {  # name mid-gland-weight global-card local-cards...
@@ -61,10 +54,8 @@ fi
 if [ "${TEST:-0}" = 1 ]; then
   [ -d data/test ] || $LI phantom --count 50 --seed 3 --output data/test --workers 2 --quiet
   S4=build/shipped_s4
-  if [ ! -f $S4/us_session4.json ]; then
-    mkdir -p $S4 && git archive 379e08b Resources/Models | tar -x -C $S4 --strip-components=2
-    for m in mr us; do renamed $S4/${m}_landmarks.json ${m}_session4_two-stage $S4/${m}_session4.json; done
-  fi
+  shipped_models 379e08b $S4
+  for m in mr us; do renamed $S4/${m}_landmarks.json ${m}_session4_two-stage $S4/${m}_session4.json; done
   DESCRIPTION="${DESCRIPTION:?set DESCRIPTION to the description of the table data and models}"
   $LI evaluate-detectors --data data/test --output-dir build/eval_rectum_more_test --quiet --models \
       $M/mr_landmarks.json $M/us_landmarks.json $S/mr_session6.json $S/us_session6.json \

@@ -15,10 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LI=.venv/bin/landmarkinit
 S=build/shipped_s8
-if [ ! -f $S/us_landmarks.json ]; then  # the detectors shipped at d22f208, byte for byte
-  mkdir -p $S
-  git archive d22f208 Resources/Models | tar -x -C $S --strip-components=2
-fi
+source tools/experiment_helpers.sh
+shipped_models d22f208 $S  # the detectors shipped at d22f208, byte for byte
 gen() {  # folder count seed extra-options...
   [ -d "$1" ] || $LI phantom --count "$2" --seed "$3" --output "$1" --workers 2 --quiet "${@:4}"
 }

@@ -14,10 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LI=.venv/bin/landmarkinit
 S=build/shipped_s6
-if [ ! -f $S/us_landmarks.json ]; then  # the detectors shipped at 301a6d9, byte for byte
-  mkdir -p $S
-  git archive 301a6d9 Resources/Models | tar -x -C $S --strip-components=2
-fi
+source tools/experiment_helpers.sh
+shipped_models 301a6d9 $S  # the detectors shipped at 301a6d9, byte for byte
 [ -d data/train ] || $LI phantom --count 120 --seed 1 --output data/train --workers 2 --quiet
 [ -d data/train2 ] || $LI phantom --count 120 --seed 6 --output data/train2 --workers 2 --quiet
 [ -d data/train_partial ] || $LI phantom --count 60 --seed 4 --partial-fraction 1.0 --output data/train_partial \
