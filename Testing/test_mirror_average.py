@@ -61,6 +61,7 @@ def _shipped_us_stages(out, mirror_average: bool):
         out,
         iterations=int(shipped.data["stages"]["local"]["iterations"]),
         mid_gland_weight=shipped.mid_gland_weight,
+        axis_plane_weight=shipped.axis_plane_weight,
         mirror_average=mirror_average,
     )
 

@@ -236,6 +236,7 @@ def cmd_two_stage(args) -> int:
         args.output,
         iterations=args.iterations,
         mid_gland_weight=args.mid_gland,
+        axis_plane_weight=args.axis_plane,
         mirror_average=args.mirror_average,
         name=args.name,
         force=args.force,
@@ -579,6 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="W",
         help="pull the posterior median W (0-1) of the way to mid-gland height, halfway between the detected apex "
         "and bladder neck (default 0: off)",
+    )
+    p.add_argument(
+        "--axis-plane",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="then move the posterior median W (0-1) of its distance toward the plane through the detected apex -> "
+        "bladder-neck axis parallel to the volume's sagittal (J-K) direction: shrinks its left-right offset "
+        "(default 0: off)",
     )
     p.add_argument(
         "--mirror-average",

@@ -8,8 +8,9 @@ A card is one of three stages: "global" (whole volume -> landmarks), "local" (pa
 refined landmarks) or "two-stage", which names a global card and one or more local cards (paths relative to
 itself) and holds no weights of its own. Several local cards form an ensemble: each refines from the same
 starting points and their answers are averaged. A two-stage card may also set ``posterior_median_mid_gland``
-(0..1, detection/mid_gland.py), applied after the last refinement pass, and ``mirror_average`` (true: also detect
-on the volume's left-right mirror image and average, detection/mirror_average.py).
+(0..1, detection/mid_gland.py), applied after the last refinement pass, then ``posterior_median_axis_plane``
+(0..1, detection/axis_plane.py), and ``mirror_average`` (true: also detect on the volume's left-right mirror image
+and average, detection/mirror_average.py).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class ModelCard:
         """How far a two-stage card pulls the posterior median to mid-gland height (0 = not at all, and for other
         cards)."""
         return float(self.data.get("posterior_median_mid_gland", 0.0))
+
+    @property
+    def axis_plane_weight(self) -> float:
+        """How far a two-stage card moves the posterior median toward the axis plane (detection/axis_plane.py;
+        0 = not at all, and for other cards)."""
+        return float(self.data.get("posterior_median_axis_plane", 0.0))
 
     @property
     def mirror_average(self) -> bool:
@@ -147,6 +154,7 @@ def load_card(path) -> ModelCard:
         if not ("card" in stages.get("local", {}) or stages.get("local", {}).get("cards")):
             raise ModelCardError(f"two-stage model card {path} names no local card")
         _check_mid_gland_weight(data.get("posterior_median_mid_gland", 0.0), f"two-stage model card {path}")
+        _check_axis_plane_weight(data.get("posterior_median_axis_plane", 0.0), f"two-stage model card {path}")
         if not isinstance(data.get("mirror_average", False), bool):
             raise ModelCardError(
                 f"two-stage model card {path}: mirror_average must be true or false, not {data['mirror_average']!r}"
@@ -166,6 +174,11 @@ def _check_mid_gland_weight(weight, where: str) -> None:
         raise ModelCardError(f"{where}: the posterior median's mid-gland weight must be between 0 and 1, not {weight}")
 
 
+def _check_axis_plane_weight(weight, where: str) -> None:
+    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ModelCardError(f"{where}: the posterior median's axis-plane weight must be between 0 and 1, not {weight}")
+
+
 def write_two_stage_card(
     global_card,
     local_cards,
@@ -173,6 +186,7 @@ def write_two_stage_card(
     *,
     iterations: int = 2,
     mid_gland_weight: float = 0.0,
+    axis_plane_weight: float = 0.0,
     mirror_average: bool = False,
     name=None,
     force=False,
@@ -190,6 +204,7 @@ def write_two_stage_card(
     if iterations < 1:
         raise ModelCardError("a two-stage detector needs at least one local refinement pass")
     _check_mid_gland_weight(mid_gland_weight, str(output))
+    _check_axis_plane_weight(axis_plane_weight, str(output))
     local_cards = [local_cards] if isinstance(local_cards, (str, os.PathLike)) else list(local_cards)
     if not local_cards:
         raise ModelCardError("a two-stage detector needs at least one local card")
@@ -223,6 +238,7 @@ def write_two_stage_card(
             "local": {"cards": [relative(c) for c in locals_], "iterations": int(iterations)},
         },
         "posterior_median_mid_gland": float(mid_gland_weight),
+        **({"posterior_median_axis_plane": float(axis_plane_weight)} if axis_plane_weight else {}),
         "mirror_average": bool(mirror_average),
         "description": "global detector on a coarse whole-volume grid, then local refinement on fine patches "
         f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
@@ -230,6 +246,12 @@ def write_two_stage_card(
             f"; the posterior median is then pulled {mid_gland_weight:g} of the way to mid-gland height "
             "(halfway between apex and bladder neck)"
             if mid_gland_weight
+            else ""
+        )
+        + (
+            f"; then moved {axis_plane_weight:g} of its distance toward the plane through the apex -> bladder-neck "
+            "axis parallel to the volume's sagittal (J-K) direction"
+            if axis_plane_weight
             else ""
         )
         + (

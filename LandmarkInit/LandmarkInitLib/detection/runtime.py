@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry import VolumeGeometry
+from .axis_plane import shrink_posterior_median_to_axis_plane
 from .mid_gland import pull_posterior_median_to_mid_gland
 from .mirror_average import combine_views, mirror_array, unmirror_points
 from .model_card import ModelCard, ModelCardError, load_card
@@ -245,9 +246,10 @@ class LocalEnsemble:
 
 class TwoStageDetector(VolumeDetector):
     """Global detector, then ``iterations`` passes of local refinement (one model or an ensemble), each
-    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height.
-    If the card says ``mirror_average``, all of that also runs on the volume's left-right mirror image and the
-    two answers are averaged (detection/mirror_average.py)."""
+    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height and
+    toward the axis plane (the volume's sagittal plane through the gland axis). If the card says
+    ``mirror_average``, all of that also runs on the volume's left-right mirror image and the two answers are
+    averaged (detection/mirror_average.py)."""
 
     def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
         if card.stage != "two-stage":
@@ -257,6 +259,7 @@ class TwoStageDetector(VolumeDetector):
         self.local_stage = LocalEnsemble(card.stage_cards("local"), backend, threads)
         self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
         self.mid_gland_weight = card.mid_gland_weight
+        self.axis_plane_weight = card.axis_plane_weight
         self.mirror_average = card.mirror_average
         self.backend = self.global_stage.backend
 
@@ -270,6 +273,7 @@ class TwoStageDetector(VolumeDetector):
         for _ in range(self.iterations):
             points, spread = self.local_stage.refine(image, geometry, points)
         points = pull_posterior_median_to_mid_gland(points, self.mid_gland_weight)
+        points = shrink_posterior_median_to_axis_plane(points, geometry.direction_ras[:, 0], self.axis_plane_weight)
         return coarse, points, spread, t1 - t0, time.perf_counter() - t1
 
     def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
