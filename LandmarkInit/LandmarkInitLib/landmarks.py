@@ -32,6 +32,9 @@ LANDMARKS: tuple[Landmark, ...] = (
 
 LANDMARK_LABELS: tuple[str, ...] = tuple(lm.label for lm in LANDMARKS)
 
+# Row of each landmark in point arrays ordered as LANDMARK_LABELS (detector outputs, ordered landmark sets).
+APEX, BLADDER_NECK, POSTERIOR_MEDIAN = (LANDMARK_LABELS.index(k) for k in ("apex", "bladder_neck", "posterior_median"))
+
 MODALITIES: tuple[str, ...] = ("mr", "us")
 
 # Per-modality colours (RGB, 0-1) of the markups nodes: MR blue, US orange, a pair that stays

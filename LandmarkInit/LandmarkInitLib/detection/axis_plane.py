@@ -3,10 +3,11 @@
 The posterior median lies on the gland's mid-sagittal plane, which the networks find least well: a local patch
 sees a nearly flat stretch of the posterior surface, so the lateral error of the global estimate survives the
 refinement (about 1.2 mm RMS on the US validation cases, the largest error component left in view;
-docs/detection.md, "Posterior median toward the axis plane"). A second, independent estimate of that plane: the
-plane through the detected apex -> bladder-neck axis that is parallel to the volume's sagittal direction, i.e.
-whose normal is the volume's first index axis I (the patient's left-right in an axial MR series, the probe's
-lateral axis in TRUS; detection/mirror_average.py makes the same assumption) made orthogonal to the gland axis.
+docs/detection.md, "Local models on the partial views, and the posterior median toward the axis plane"). A
+second, independent estimate of that plane: the plane through the detected apex -> bladder-neck axis that is
+parallel to the volume's sagittal direction, i.e. whose normal is the volume's first index axis I (the patient's
+left-right in an axial MR series, the probe's lateral axis in TRUS; detection/mirror_average.py makes the same
+assumption) made orthogonal to the gland axis.
 On the validation cases the networks' lateral offsets from that plane are larger than the true ones (r = 0.86,
 SD 2.3 vs 2.1 mm), so moving the posterior median part of the way toward it is a least-squares correction; how far
 is a card setting chosen on validation. Only the component along the plane's normal is changed: the height
@@ -17,11 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..landmarks import LANDMARK_LABELS
-
-_APEX, _BLADDER_NECK, _POSTERIOR_MEDIAN = (
-    LANDMARK_LABELS.index(k) for k in ("apex", "bladder_neck", "posterior_median")
-)
+from ..landmarks import APEX, BLADDER_NECK, POSTERIOR_MEDIAN
 
 
 def axis_plane_normal(points_ras: np.ndarray, lateral_direction_ras) -> np.ndarray | None:
@@ -29,7 +26,7 @@ def axis_plane_normal(points_ras: np.ndarray, lateral_direction_ras) -> np.ndarr
     ``lateral_direction_ras`` as a plane containing the axis allows; None when the axis has no length or runs
     along the lateral direction (no such plane)."""
     points = np.asarray(points_ras, dtype=np.float64)
-    axis = points[_BLADDER_NECK] - points[_APEX]
+    axis = points[BLADDER_NECK] - points[APEX]
     length = np.linalg.norm(axis)
     lateral = np.asarray(lateral_direction_ras, dtype=np.float64)
     lateral = lateral / np.linalg.norm(lateral)
@@ -53,6 +50,6 @@ def shrink_posterior_median_to_axis_plane(points_ras: np.ndarray, lateral_direct
     normal = axis_plane_normal(points, lateral_direction_ras)
     if weight == 0.0 or normal is None:
         return points
-    offset = float((points[_POSTERIOR_MEDIAN] - points[_APEX]) @ normal)
-    points[_POSTERIOR_MEDIAN] -= weight * offset * normal
+    offset = float((points[POSTERIOR_MEDIAN] - points[APEX]) @ normal)
+    points[POSTERIOR_MEDIAN] -= weight * offset * normal
     return points

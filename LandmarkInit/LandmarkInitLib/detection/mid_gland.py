@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..landmarks import LANDMARK_LABELS
-
-_APEX, _BLADDER_NECK, _POSTERIOR_MEDIAN = (
-    LANDMARK_LABELS.index(k) for k in ("apex", "bladder_neck", "posterior_median")
-)
+from ..landmarks import APEX, BLADDER_NECK, POSTERIOR_MEDIAN
 
 
 def pull_posterior_median_to_mid_gland(points_ras: np.ndarray, weight: float) -> np.ndarray:
@@ -24,11 +20,11 @@ def pull_posterior_median_to_mid_gland(points_ras: np.ndarray, weight: float) ->
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"mid-gland weight must be between 0 and 1, not {weight}")
     points = np.array(points_ras, dtype=np.float64)
-    axis = points[_BLADDER_NECK] - points[_APEX]
+    axis = points[BLADDER_NECK] - points[APEX]
     length = np.linalg.norm(axis)
     if weight == 0.0 or length == 0.0:
         return points
     axis /= length
-    midpoint = 0.5 * (points[_APEX] + points[_BLADDER_NECK])
-    points[_POSTERIOR_MEDIAN] += weight * float((midpoint - points[_POSTERIOR_MEDIAN]) @ axis) * axis
+    midpoint = 0.5 * (points[APEX] + points[BLADDER_NECK])
+    points[POSTERIOR_MEDIAN] += weight * float((midpoint - points[POSTERIOR_MEDIAN]) @ axis) * axis
     return points

@@ -153,8 +153,8 @@ def load_card(path) -> ModelCard:
             raise ModelCardError(f"two-stage model card {path} names no global card")
         if not ("card" in stages.get("local", {}) or stages.get("local", {}).get("cards")):
             raise ModelCardError(f"two-stage model card {path} names no local card")
-        _check_mid_gland_weight(data.get("posterior_median_mid_gland", 0.0), f"two-stage model card {path}")
-        _check_axis_plane_weight(data.get("posterior_median_axis_plane", 0.0), f"two-stage model card {path}")
+        for key, what in (("posterior_median_mid_gland", "mid-gland"), ("posterior_median_axis_plane", "axis-plane")):
+            _check_weight(data.get(key, 0.0), what, f"two-stage model card {path}")
         if not isinstance(data.get("mirror_average", False), bool):
             raise ModelCardError(
                 f"two-stage model card {path}: mirror_average must be true or false, not {data['mirror_average']!r}"
@@ -169,14 +169,10 @@ def load_card(path) -> ModelCard:
     return ModelCard(path, data)
 
 
-def _check_mid_gland_weight(weight, where: str) -> None:
+def _check_weight(weight, what: str, where: str) -> None:
+    """A posterior-median step's weight (``what``: mid-gland, axis-plane) must be a number in 0..1."""
     if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ModelCardError(f"{where}: the posterior median's mid-gland weight must be between 0 and 1, not {weight}")
-
-
-def _check_axis_plane_weight(weight, where: str) -> None:
-    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ModelCardError(f"{where}: the posterior median's axis-plane weight must be between 0 and 1, not {weight}")
+        raise ModelCardError(f"{where}: the posterior median's {what} weight must be between 0 and 1, not {weight}")
 
 
 def write_two_stage_card(
@@ -203,8 +199,8 @@ def write_two_stage_card(
         raise ModelCardError(f"{output} already exists; pass --force to overwrite it")
     if iterations < 1:
         raise ModelCardError("a two-stage detector needs at least one local refinement pass")
-    _check_mid_gland_weight(mid_gland_weight, str(output))
-    _check_axis_plane_weight(axis_plane_weight, str(output))
+    _check_weight(mid_gland_weight, "mid-gland", str(output))
+    _check_weight(axis_plane_weight, "axis-plane", str(output))
     local_cards = [local_cards] if isinstance(local_cards, (str, os.PathLike)) else list(local_cards)
     if not local_cards:
         raise ModelCardError("a two-stage detector needs at least one local card")

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..landmarks import LANDMARK_LABELS
+from ..landmarks import APEX, BLADDER_NECK, LANDMARK_LABELS, POSTERIOR_MEDIAN
 
 COMPONENTS = ("axis", "posterior", "lateral")
-_APEX, _BLADDER_NECK, _POSTERIOR_MEDIAN = (
-    LANDMARK_LABELS.index(k) for k in ("apex", "bladder_neck", "posterior_median")
-)
 
 
 def gland_frame(truth_ras) -> np.ndarray:
     """Rows: the axis, posterior and lateral unit vectors (RAS) of one case's ground-truth landmarks."""
     truth = np.asarray(truth_ras, dtype=np.float64)
-    axis = truth[_BLADDER_NECK] - truth[_APEX]
+    axis = truth[BLADDER_NECK] - truth[APEX]
     if np.linalg.norm(axis) == 0.0:
         raise ValueError("apex and bladder neck coincide: the gland axis is undefined")
     axis /= np.linalg.norm(axis)
-    offset = truth[_POSTERIOR_MEDIAN] - truth[_APEX]
+    offset = truth[POSTERIOR_MEDIAN] - truth[APEX]
     posterior = offset - (offset @ axis) * axis
     if np.linalg.norm(posterior) < 1e-9 * max(1.0, np.linalg.norm(offset)):
         raise ValueError(
