@@ -39,8 +39,9 @@ def test_axis_coordinates_are_voxel_centres_in_mm_about_the_grid_centre():
 
 
 def test_one_hot_heatmap_gives_that_voxel_exactly_in_xyz_order():
-    coords, var = dsnt(one_hot(4, 1, 3), grid_axes(GRID))
-    np.testing.assert_array_equal(coords[0, 0].numpy(), [3.0, -2.0, 3.0])  # x from W index 4, y from H 1, z from D 3
+    coords, var = dsnt(one_hot(5, 1, 0), grid_axes(GRID))
+    # x from W index 5, y from H index 1, z from D index 0: three different values, so any swap of axes fails
+    np.testing.assert_array_equal(coords[0, 0].numpy(), [5.0, -2.0, -3.0])
     np.testing.assert_array_equal(var[0, 0].numpy(), [0.0, 0.0, 0.0])
 
 

@@ -99,13 +99,34 @@ def test_disabled_auto_update_waits_for_an_explicit_update(scene_setup):
     live.detach()
 
 
-def test_locked_points_are_never_moved_by_the_updater(scene_setup):
+def test_locked_points_count_in_the_fit_like_any_other(scene_setup):
+    """Locking stops the user from dragging a point; it does not take the point out of the fit."""
     context, mr, us, t, truth = scene_setup
     mr.SetNthControlPointLocked(1, True)
-    before = current(mr)
-    with LiveRegistration(mr, us, t):
-        us.SetNthControlPointPosition(1, 0, 0, 0)
-    np.testing.assert_array_equal(current(mr), before)
+    us.SetLocked(True)
+    with LiveRegistration(mr, us, t) as live:
+        mr.SetNthControlPointPosition(0, *(MR[0] + [0.0, 3.0, 0.0]))
+        assert live.labels == LANDMARK_LABELS
+        np.testing.assert_allclose(transform_matrix(t), fit_rigid(current(mr), current(us)).matrix, atol=1e-12)
+        assert live.residuals()["bladder_neck"] > 0.1  # the locked point pulls the fit and carries a residual
+
+
+@pytest.mark.parametrize("scale", [0.8, 1.25])
+def test_similarity_mode_recovers_the_scale_and_rigid_mode_does_not(context, scale):
+    truth = np.eye(4)
+    truth[:3, :3] = scale * Rotation.from_euler("xz", [15, -30], degrees=True).as_matrix()
+    truth[:3, 3] = [4.0, 7.0, -2.0]
+    mr = create_landmarks_node(context.scene, LandmarkSet(LANDMARK_LABELS, MR), "mr")
+    us = create_landmarks_node(context.scene, LandmarkSet(LANDMARK_LABELS, apply_transform(truth, MR)), "us")
+    t = create_transform_node(context.scene)
+    with LiveRegistration(mr, us, t, mode="similarity") as live:
+        np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)
+        assert live.result.scale == pytest.approx(scale, abs=1e-12) and live.result.mode == "similarity"
+        live.mode = "rigid"
+        live.update()
+        assert live.result.scale == 1.0
+        np.testing.assert_allclose(np.linalg.det(transform_matrix(t)[:3, :3]), 1.0, atol=1e-12)
+        assert live.result.rms > 1.0  # a rigid fit cannot absorb the scale
 
 
 def test_weights_by_label(scene_setup):

@@ -25,12 +25,13 @@ from LandmarkInitLib.intensity_registration import matrix_to_sitk, register_rigi
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.markups_io import read_landmarks_file
 from LandmarkInitLib.pipeline import overlap_fraction, run_case
+from LandmarkInitLib.quality import FEATURES, assess, load_thresholds
 from LandmarkInitLib.registration import apply_transform, fit_rigid
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
 from LandmarkInitLib.transform_io import load_transform, transform_matrix
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
-NO_QA = {}  # these tests check the pipeline, not the calibrated thresholds (test_quality.py does)
+NO_QA = {}  # tests of failures and of the batch machinery; the sample run below uses the shipped thresholds
 
 
 def run_cli(*args, timeout=300):
@@ -41,8 +42,19 @@ def run_cli(*args, timeout=300):
 def sample_run(tmp_path_factory):
     case = sample_case_dir()
     out = tmp_path_factory.mktemp("run") / "out"
-    result = run_case(case / "mr.nrrd", case / "us.nrrd", out, qa_thresholds=NO_QA, refine=True)
+    result = run_case(case / "mr.nrrd", case / "us.nrrd", out, refine=True)  # shipped QA thresholds
     return out, result
+
+
+def test_run_assesses_quality_with_the_shipped_thresholds(sample_run):
+    out, result = sample_run
+    quality = json.loads((out / "report.json").read_text())["quality"]
+    shipped = load_thresholds()
+    assert quality["thresholds"] == shipped and set(shipped) == set(FEATURES)
+    detector_flags = [f for f in quality["flags"] if f.startswith(("MR: ", "US: "))]
+    features = {k: np.nan if v is None else v for k, v in quality["features"].items()}
+    assert quality["flags"] == assess(features, shipped, detector_flags).flags
+    assert quality["review_recommended"] == bool(quality["flags"]) == result.quality.review
 
 
 def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):
@@ -82,7 +94,9 @@ def test_run_is_accurate_on_the_sample_case(sample_run):
     case = open_case(sample_case_dir())
     mr, us = (case.landmarks(m).ordered(LANDMARK_LABELS) for m in ("mr", "us"))
     tre = np.linalg.norm(apply_transform(result.landmark_matrix, mr) - us, axis=1)
-    assert tre.mean() < 6.0, tre  # a sanity bound; docs/registration.md reports the accuracy on 50 cases
+    # measured 0.84 mm; the global stages alone give 1.35 mm and the single-stage dsnt-dist detectors 1.64 mm, so
+    # this fails when the local refinement is skipped or a convention is broken (centimetres)
+    assert tre.mean() < 1.1, tre
 
 
 def test_run_refuses_existing_results_and_leaves_inputs_alone(sample_run, tmp_path):

@@ -21,7 +21,7 @@ from LandmarkInitLib.evaluation.registration_metrics import (
     tre_mm,
 )
 from LandmarkInitLib.geometry import VolumeGeometry
-from LandmarkInitLib.quality import assess, calibrate, load_thresholds, rates, us_fan_margin_mm
+from LandmarkInitLib.quality import FEATURES, assess, calibrate, features, load_thresholds, rates, us_fan_margin_mm
 
 DIRECTION = Rotation.from_euler("zyx", [25, -15, 40], degrees=True).as_matrix() @ np.diag([1.0, 1.0, -1.0])
 
@@ -56,6 +56,55 @@ def test_assess_flags_each_feature_in_its_direction():
     report = assess({**fine, "disagreement_mm": float("nan")}, {"spread_mm": 10.0}, ["US: detected outside the volume"])
     assert report.flags == ["US: detected outside the volume"]
     assert report.as_dict()["features"]["disagreement_mm"] is None
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_a_value_exactly_on_its_threshold_is_not_flagged(name):
+    """Flagging is strict: beyond the limit (above a "high" one, below a "low" one), never at it."""
+    limit = 0.75
+    beyond = np.nextafter(limit, np.inf if FEATURES[name][0] == "high" else -np.inf)
+    assert not assess({name: limit}, {name: limit}).review
+    assert assess({name: beyond}, {name: limit}).flags == [
+        f"{FEATURES[name][1]} ({name} = {beyond:.3g}, threshold {limit:.3g})"
+    ]
+
+
+def test_feature_values_of_an_initialization_exact():
+    from LandmarkInitLib.detection.runtime import Detection
+    from LandmarkInitLib.initialization import Initialization
+    from LandmarkInitLib.landmarks import LANDMARK_LABELS
+    from LandmarkInitLib.registration import fit_rigid
+
+    array = np.zeros((20, 30, 40), np.uint8)
+    array[5:15, 5:25, 5:35] = 100  # the "fan": voxels K 5..14, J 5..24, I 5..34
+    geometry = VolumeGeometry((40, 30, 20), np.array([0.5, 1.0, 2.0]), np.array([3.0, -4.0, 5.0]), DIRECTION)
+    us_image = sitk.GetImageFromArray(array)
+    geometry.apply_to_sitk_image(us_image)
+    # US points: one 7 mm inside the fan's nearest edge (I: 14 voxels of 0.5 mm to the last inside voxel centre),
+    # the others deeper
+    us_points = geometry.ijk_to_ras_points([[20, 15, 9], [19, 12.5, 10], [20, 17, 9.5]])
+    mr_points = us_points @ rigid([10, 0, 0], [0, 0, 0])[:3, :3].T + [1.0, 2.0, 3.0]
+    mr_points[2] += [0.0, 0.0, 0.6]  # a fit residual
+
+    def detection(points, spreads, global_offsets):
+        d = Detection(LANDMARK_LABELS, points, np.array(spreads), "us", "m", "onnx")
+        d.global_points_ras = points + np.array(global_offsets)
+        return d
+
+    mr = detection(mr_points, [1.0, 2.0, 3.0], [[0, 0, 0], [3.0, 4.0, 0], [0, 0, 1.0]])  # largest gap 5 mm
+    us = detection(us_points, [1.5, 2.5, 0.5], [[0, 0, 2.0], [0, 0, 0], [0, 0, 0]])
+    fit = fit_rigid(mr_points, us_points)
+    values = features(Initialization(mr, us, fit, np.ones(3), "none"), us_image)
+    assert values["disagreement_mm"] == pytest.approx(5.0)
+    assert values["spread_mm"] == 3.0  # the largest spread of either modality, not a mean
+    assert values["fre_mm"] == fit.rms and fit.rms > 0.1
+    assert values["conditioning"] == fit.conditioning
+    assert values["us_fan_margin_mm"] == pytest.approx(min(us_fan_margin_mm(us_image, us_points)))
+    assert values["us_fan_margin_mm"] == pytest.approx(7.0, abs=1e-4)
+    # a detector without global stage or spread: those features are not assessed (NaN), the others are
+    plain = Detection(LANDMARK_LABELS, mr_points, np.full(3, np.nan), "mr", "m", "onnx")
+    values = features(Initialization(plain, plain, fit, np.ones(3), "none"), us_image)
+    assert np.isnan(values["disagreement_mm"]) and np.isnan(values["spread_mm"])
 
 
 def test_calibration_and_rates_exact():

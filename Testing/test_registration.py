@@ -124,6 +124,41 @@ def test_mirrored_random_sets_always_proper(rng):
                 assert fit.rms > 1e-6  # non-coplanar mirror images cannot be matched by a rotation
 
 
+def best_similarity_by_search(x, y, rng, starts=20):
+    """Least-squares similarity over proper rotations by numerical search (scipy), independent of the SVD path:
+    for a rotation R the best scale and translation have closed forms, so only R (a rotation vector) is searched."""
+    from scipy.optimize import minimize
+
+    xc, yc = x - x.mean(0), y - y.mean(0)
+
+    def scale_for(rotvec):  # scale >= 0: a negative one would be a point reflection, i.e. an improper rotation
+        return max(0.0, float(np.sum(yc * (xc @ Rotation.from_rotvec(rotvec).as_matrix().T)) / np.sum(xc**2)))
+
+    def sse_for(rotvec):
+        r = Rotation.from_rotvec(rotvec).as_matrix()
+        return float(np.sum((yc - scale_for(rotvec) * xc @ r.T) ** 2))
+
+    best = min(
+        (minimize(sse_for, Rotation.random(random_state=rng).as_rotvec(), method="BFGS") for _ in range(starts)),
+        key=lambda r: r.fun,
+    )
+    return scale_for(best.x), best.fun
+
+
+def test_similarity_scale_of_a_mirrored_set_uses_the_reflection_fix(rng):
+    """Mirrored, non-coplanar sets: the best proper rotation leaves a residual, and the best scale is smaller than
+    the one a reflection would allow (sum of singular values); it must match a numerical search over rotations."""
+    for _ in range(5):
+        x = prostate_like_points(rng, 6)
+        y = 1.7 * apply_transform(random_rigid(rng), x * np.array([-1.0, 1.0, 1.0]))
+        fit = fit_similarity(x, y)
+        scale, sse_min = best_similarity_by_search(x, y, rng)
+        assert np.linalg.det(fit.rotation) == pytest.approx(1.0, abs=1e-12)
+        assert fit.scale == pytest.approx(scale, rel=1e-6)
+        assert sse(fit.matrix, x, y) == pytest.approx(sse_min, rel=1e-6)
+        assert fit.scale < 1.7 - 0.05  # a reflection would give 1.7 exactly: the fix changes the scale
+
+
 def test_residuals_and_rms_are_per_point_distances(rng):
     x = prostate_like_points(rng, 4)
     y = apply_transform(random_rigid(rng), x) + rng.normal(0, 2.0, (4, 3))

@@ -36,9 +36,10 @@ def test_shipped_models_find_the_sample_case_landmarks(modality):
     assert isinstance(detector, TwoStageDetector)
     detection = detector.detect_file(case.images[modality])
     errors = np.linalg.norm(detection.points_ras - truth, axis=1)
-    # loose bounds: they guard against broken files or conventions (a flipped axis, LPS/RAS, a wrong grid or patch
-    # centre give errors of centimetres), not the accuracy, which docs/detection.md reports on 50 test cases
-    assert np.all(errors < 10.0), errors
+    # Bounds about twice what the shipped models give on this case (MR 0.45-0.77 mm, US 0.65-1.22 mm). A broken
+    # convention (flipped axis, LPS/RAS, wrong grid or patch centre) gives centimetres; the global stage alone
+    # (MR up to 4.6 mm, US 1.55 mm mean) fails them too, so they fail if the local refinement is skipped.
+    assert errors.max() < 2.0 and errors.mean() < 1.25, errors
     assert not detection.flags
     global_only = LandmarkDetector(detector.card.stage_card("global")).detect_file(case.images[modality])
     expected = global_only.points_ras
@@ -48,4 +49,5 @@ def test_shipped_models_find_the_sample_case_landmarks(modality):
         mirrored = LandmarkDetector(detector.card.stage_card("global")).detect_array(mirror_array(array), geometry)
         expected = (expected + unmirror_points(mirrored.points_ras, geometry)) / 2
     np.testing.assert_allclose(expected, detection.global_points_ras, atol=1e-6)
-    assert np.all(np.linalg.norm(global_only.points_ras - truth, axis=1) < 10.0)
+    global_errors = np.linalg.norm(global_only.points_ras - truth, axis=1)
+    assert global_errors.max() < 6.0 and global_errors.mean() > errors.mean()  # the refinement helps here

@@ -190,6 +190,10 @@ def test_torchrun_distributed_data_parallel(tiny_dataset, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2  # one process would run the whole set alone
+    per_rank = -(-len(config["train_cases"]) // 2)  # DistributedSampler: each rank gets ceil(N / 2) cases
+    assert len(config["train_cases"]) >= 2 and all(h["train_batches"] == per_rank for h in history)
 
 
 def test_export_runtime_backends_agree_and_points_are_in_ras(smoke_run, tiny_dataset, tmp_path):

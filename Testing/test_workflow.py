@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError, LockedPointError
-from LandmarkInitLib.initialization import Detectors, fit_weights
+from LandmarkInitLib.initialization import Detectors
 from LandmarkInitLib.landmarks import LANDMARK_LABELS, MODALITY_COLORS
 from LandmarkInitLib.markups_io import find_point_index, landmarks_from_node, read_landmarks_file
-from LandmarkInitLib.registration import fit_rigid
+from LandmarkInitLib.registration import fit_rigid, fit_similarity
 from LandmarkInitLib.resources import DETECTOR_CHOICES, detector_card, sample_case_dir
 from LandmarkInitLib.transform_io import load_transform, transform_matrix
 from LandmarkInitLib.volume_io import load_volume
@@ -85,7 +85,11 @@ def test_detect_makes_labelled_coloured_nodes_and_the_weighted_fit(session, dete
         for label, p in zip(det.labels, det.points_ras, strict=True):
             assert np.allclose(session.prediction(modality, label), p, atol=1e-12)
     mr, us = session.detections["mr"], session.detections["us"]
-    fit = fit_rigid(mr.points_ras, us.points_ras, weights=fit_weights(mr, us, "spread"))
+    # spread weighting: each landmark weighs 1 / (s_MR^2 + s_US^2), the inverse of its summed detector variances
+    weights = [1.0 / (a**2 + b**2) for a, b in zip(mr.spread_mm, us.spread_mm, strict=True)]
+    assert max(weights) > 1.2 * min(weights)  # unequal, so the weighting is visible in the fit
+    fit = fit_rigid(mr.points_ras, us.points_ras, weights=weights)
+    assert not np.allclose(fit.matrix, fit_rigid(mr.points_ras, us.points_ras).matrix, atol=1e-6)
     assert np.allclose(session.matrix, fit.matrix, atol=1e-9)
     rows = session.rows()
     assert [r.fre_mm for r in rows] == pytest.approx(list(fit.residuals))
@@ -285,6 +289,11 @@ def test_auto_update_off_waits_for_update(session):
     session.auto_update = True
     session.mode = "similarity"
     assert "Similarity" in session.status and "scale" in session.status
+    mr, us = landmarks_from_node(session.mr_node), landmarks_from_node(session.us_node)
+    w = [session.live.weights[label] for label in mr.labels]
+    similarity = fit_similarity(mr.points_ras, us.points_ras, weights=w)
+    assert np.allclose(session.matrix, similarity.matrix, atol=1e-9)
+    assert f"scale {similarity.scale:.3f}" in session.status and abs(similarity.scale - 1.0) > 1e-4
     with pytest.raises(LandmarkInitError, match="unknown fit mode"):
         session.mode = "affine"
 

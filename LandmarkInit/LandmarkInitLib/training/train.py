@@ -270,6 +270,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                     **asdict(cfg),
                     "grid": grid.to_dict(),
                     "lambda2": cfg.lambda2(),
+                    "world_size": world,
                     "train_cases": [c.name for c in train_cases],
                     "val_cases": [c.name for c in val_cases],
                     "data_description": _describe_data(cfg.data)
@@ -310,6 +311,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             record = {
                 "epoch": epoch + 1,
                 "train_loss": float(np.mean(losses)),
+                "train_batches": len(losses),  # on this process: each of world_size processes sees its share
                 "val_mre_mm": val_mre,
                 "seconds": time.perf_counter() - t0,
             }
