@@ -24,11 +24,12 @@ from slicer.util import VTKObservationMixin
 
 from LandmarkInitLib.dependencies import DependencyError, ensure_inference_runtime
 from LandmarkInitLib.errors import LandmarkInitError
-from LandmarkInitLib.registration import FIT_MODES
+from LandmarkInitLib.fit.landmark_fit import FIT_MODES
+from LandmarkInitLib.io.output_files import SAVED_FILES, TRANSFORM_FILE, US_LANDMARKS_FILE
+from LandmarkInitLib.io.scene import current_context
 from LandmarkInitLib.resources import DEFAULT_DETECTOR, DETECTOR_CHOICES
 from LandmarkInitLib.sample_data import SAMPLE_NAME, sample_data_source
-from LandmarkInitLib.scene import current_context
-from LandmarkInitLib.workflow import OUTPUT_FILES, Cancelled, LandmarkSession, missing_inputs
+from LandmarkInitLib.session import Cancelled, LandmarkSession, missing_inputs
 
 
 class LandmarkInit(ScriptedLoadableModule):
@@ -317,7 +318,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = qt.QFileDialog.getExistingDirectory(None, "Folder for the landmarks and the transform")
         if not folder:
             return
-        existing = [name for name in OUTPUT_FILES if os.path.exists(os.path.join(folder, name))]
+        existing = [name for name in SAVED_FILES if os.path.exists(os.path.join(folder, name))]
         if existing and not slicer.util.confirmYesNoDisplay(
             f"{folder} already holds {', '.join(existing)}.\n\nOverwrite them?", windowTitle="LandmarkInit"
         ):
@@ -460,9 +461,9 @@ class LandmarkInitTest(ScriptedLoadableModuleTest):
         self.assertEqual(mr.GetParentTransformNode().GetID(), session.transform_node.GetID())
         with tempfile.TemporaryDirectory() as folder:
             paths = session.save(folder)
-            loaded = slicer.util.loadTransform(str(paths["mr_to_us.h5"]))
+            loaded = slicer.util.loadTransform(str(paths[TRANSFORM_FILE]))
             self.assertTrue(np.allclose(slicer.util.arrayFromTransformMatrix(loaded), session.matrix, atol=1e-6))
-            points = slicer.util.loadMarkups(str(paths["us_landmarks.mrk.json"]))
+            points = slicer.util.loadMarkups(str(paths[US_LANDMARKS_FILE]))
             self.assertEqual(points.GetNumberOfControlPoints(), 3)
         session.close()
         self.delayDisplay("LandmarkInit workflow passed")

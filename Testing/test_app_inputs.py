@@ -11,7 +11,7 @@ pytest.importorskip("trame_slicer")
 
 @pytest.fixture(scope="module")
 def runtime():
-    from LandmarkInitLib.app.runtime import create_runtime
+    from LandmarkInitLib.app.slicer_app import create_runtime
 
     slicer_app, context = create_runtime()
     yield slicer_app, context

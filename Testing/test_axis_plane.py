@@ -14,10 +14,11 @@ from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.cli import EXIT_OK, main
 from LandmarkInitLib.detection.axis_plane import axis_plane_normal, shrink_posterior_median_to_axis_plane
-from LandmarkInitLib.detection.model_card import ModelCardError, load_card, write_two_stage_card
-from LandmarkInitLib.detection.runtime import open_detector
+from LandmarkInitLib.detection.detectors import open_detector
+from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.resources import models_dir, sample_case_dir
+from LandmarkInitResearch.training.two_stage_card import write_two_stage_card
 
 # apex -> bladder neck along u; the lateral (first index) direction oblique to it
 U = np.array([2.0, -1.0, 2.0]) / 3.0

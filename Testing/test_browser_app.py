@@ -126,9 +126,9 @@ def save_to(page, folder: Path) -> None:
 
 def read_back(folder: Path):
     """The saved files, read with Slicer's markups and transform readers (RAS)."""
-    from LandmarkInitLib.markups_io import read_landmarks_file
-    from LandmarkInitLib.scene import create_context
-    from LandmarkInitLib.transform_io import load_transform, transform_matrix
+    from LandmarkInitLib.io.markups import read_landmarks_file
+    from LandmarkInitLib.io.scene import create_context
+    from LandmarkInitLib.io.transforms import load_transform, transform_matrix
 
     context = create_context()
     _, mr = read_landmarks_file(context, folder / SAVED[0])

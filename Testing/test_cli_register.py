@@ -14,11 +14,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.cli import main
-from LandmarkInitLib.landmark_set import LandmarkSet
-from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.markups_io import read_landmarks_file, write_landmarks
-from LandmarkInitLib.registration import apply_transform, fit_rigid
-from LandmarkInitLib.transform_io import load_transform, transform_matrix
+from LandmarkInitLib.fit.landmark_fit import apply_transform, fit_rigid
+from LandmarkInitLib.io.markups import read_landmarks_file, write_landmarks
+from LandmarkInitLib.io.transforms import load_transform, transform_matrix
+from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "Resources" / "SampleData" / "landmarks"

@@ -8,7 +8,7 @@ import torch
 
 from LandmarkInitLib.detection.model_grid import ModelGrid
 from LandmarkInitLib.geometry import VolumeGeometry
-from LandmarkInitLib.training.dsnt import (
+from LandmarkInitResearch.training.dsnt import (
     distance_map_regularization,
     dsnt,
     euclidean_loss,

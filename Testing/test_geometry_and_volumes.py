@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.errors import LandmarkFileError
 from LandmarkInitLib.geometry import VolumeGeometry, convert_matrix_ras_lps, lps_to_ras, ras_to_lps
-from LandmarkInitLib.volume_io import load_volume, save_volume
+from LandmarkInitLib.io.volumes import load_volume, save_volume
 
 # A flipped, anisotropic grid: I runs to patient Left (-R), J to Anterior, K to Inferior (-S).
 FLIPPED = VolumeGeometry(

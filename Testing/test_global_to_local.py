@@ -15,15 +15,16 @@ import SimpleITK as sitk
 import torch
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitLib.detection.detectors import LandmarkDetector, LocalRefiner, TwoStageDetector, open_detector
 from LandmarkInitLib.detection.mid_gland import pull_posterior_median_to_mid_gland
-from LandmarkInitLib.detection.model_card import ModelCardError, load_card, write_two_stage_card
+from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.detection.model_grid import ModelGrid
 from LandmarkInitLib.detection.preprocess import prepare_patches, sitk_image
-from LandmarkInitLib.detection.runtime import LandmarkDetector, LocalRefiner, TwoStageDetector, open_detector
 from LandmarkInitLib.geometry import VolumeGeometry
-from LandmarkInitLib.training.export import export_run
-from LandmarkInitLib.training.patch_votes import cell_centres, decode_votes, presence_labels
-from LandmarkInitLib.training.train import TrainConfig, train
+from LandmarkInitResearch.training.export import export_run
+from LandmarkInitResearch.training.patch_votes import cell_centres, decode_votes, presence_labels
+from LandmarkInitResearch.training.train import TrainConfig, train
+from LandmarkInitResearch.training.two_stage_card import write_two_stage_card
 
 # An oblique, anisotropic, left-handed (flipped) volume geometry.
 DIRECTION = Rotation.from_euler("zyx", [30, -20, 10], degrees=True).as_matrix() @ np.diag([1.0, -1.0, 1.0])

@@ -1,73 +1,131 @@
-"""Project layout rules: the Slicer build lists every library file, and the library imports only what the
-Slicer application bundles (numpy, vtk, SimpleITK, slicer) plus onnxruntime."""
+"""The layout is the architecture: the Slicer extension installs exactly the runtime library and the shipped
+models; the product imports only what Slicer bundles, and never the research bench, which may import the product."""
 
 from __future__ import annotations
 
-import ast
-import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LIB = ROOT / "LandmarkInit" / "LandmarkInitLib"
+from extension_layout import (
+    FRONT_ENDS,
+    LIB,
+    MODULE_DIR,
+    ROOT,
+    cmake_scripts,
+    front_end_files,
+    imported_modules,
+    installed_data_files,
+    product_files,
+    research_files,
+)
+
 SLICER_BUNDLED = {"numpy", "vtk", "vtkmodules", "SimpleITK", "slicer", "onnxruntime"}
-# Sub-packages that run only outside Slicer (phantom generation, training, evaluation, the browser app) may use more.
-OUTSIDE_SLICER_ONLY: set[str] = {"phantom", "training", "evaluation", "app"}
 # torch is optional at run time: the runtime imports it lazily, only for TorchScript models.
-# batch.py (the `run --cases` command line) shows tqdm progress and may use Dask; the Slicer module never imports it.
-OPTIONAL_IMPORTS = {"detection/runtime.py": {"torch"}, "batch.py": {"tqdm", "dask"}}
+# The batch (`run --cases`) shows tqdm progress and may use Dask; the Slicer module never imports it.
+OPTIONAL_IMPORTS = {"detection/detectors.py": {"torch"}, "pipeline/batch.py": {"tqdm", "dask"}}
 
 
-def library_files():
-    return sorted(p for p in LIB.rglob("*.py") if p.relative_to(LIB).parts[0] not in OUTSIDE_SLICER_ONLY)
+def test_the_extension_installs_exactly_the_module_and_the_runtime_library():
+    expected = {MODULE_DIR / "LandmarkInit.py", *product_files()}
+    listed = cmake_scripts()
+    assert listed == expected, f"missing from CMake: {expected - listed}; listed but not runtime: {listed - expected}"
+    assert not any(p.relative_to(LIB).parts[0] in FRONT_ENDS for p in listed if LIB in p.parents)
 
 
-def test_module_cmakelists_lists_every_library_file():
-    cmake = (ROOT / "LandmarkInit" / "CMakeLists.txt").read_text()
-    listed = set(re.findall(r"^\s*(LandmarkInitLib/\S+\.py)\s*$", cmake, re.MULTILINE))
-    present = {str(p.relative_to(ROOT / "LandmarkInit")) for p in LIB.rglob("*.py")}
-    assert listed == present, f"missing from CMake: {present - listed}; listed but absent: {listed - present}"
+def test_the_extension_installs_only_the_shipped_models_and_the_sample_data():
+    files = installed_data_files()
+    models = {p for p in files if p.parent == ROOT / "Resources" / "Models"}
+    assert {p.suffix for p in models} == {".json", ".onnx", ".pt"}, models
+    assert all(p.is_relative_to(ROOT / "Resources" / "SampleData") for p in files - models)
+    assert {p.name for p in models} >= {"mr_landmarks.json", "us_landmarks.json", "qa_thresholds.json"}
+    for onnx in (p for p in models if p.suffix == ".onnx"):  # every network in both runtimes, with its card
+        assert onnx.with_suffix(".pt") in models and onnx.with_suffix(".json") in models
 
 
-def test_library_imports_only_what_slicer_bundles():
+def test_the_product_imports_only_what_slicer_bundles():
     stdlib = set(sys.stdlib_module_names)
     offenders = []
-    for path in library_files():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                optional = OPTIONAL_IMPORTS.get(str(path.relative_to(LIB)), set())
-                if top not in stdlib and top not in SLICER_BUNDLED | optional and top != "LandmarkInitLib":
-                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    for path in product_files():
+        optional = OPTIONAL_IMPORTS.get(path.relative_to(LIB).as_posix(), set())
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if top not in stdlib | SLICER_BUNDLED | optional | {"LandmarkInitLib"}:
+                offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert not offenders, offenders
+
+
+def test_the_product_never_imports_its_front_ends_or_the_research_bench():
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in product_files() + [MODULE_DIR / "LandmarkInit.py"]
+        for name in imported_modules(path)
+        if name.startswith("LandmarkInitResearch") or any(name.startswith(f"LandmarkInitLib.{f}") for f in FRONT_ENDS)
+    ]
+    offenders += [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in front_end_files()
+        for name in imported_modules(path)
+        if name.startswith("LandmarkInitResearch")  # the command line finds the research commands by entry point
+    ]
+    assert not offenders, offenders
+
+
+def test_the_research_bench_uses_the_product_and_not_the_browser_app():
+    imports = {path: imported_modules(path) for path in research_files()}
+    assert any(n.startswith("LandmarkInitLib.detection") for names in imports.values() for n in names)
+    offenders = [
+        f"{p.relative_to(ROOT)}: {n}" for p, names in imports.items() for n in names if "LandmarkInitLib.app" in n
+    ]
+    assert not offenders, offenders
+
+
+def test_every_product_module_imports_with_the_research_bench_and_front_ends_unimportable():
+    modules = [
+        ".".join(p.relative_to(LIB.parent).with_suffix("").parts).removesuffix(".__init__") for p in product_files()
+    ]
+    code = (
+        "import importlib, sys\n"
+        "for blocked in ('LandmarkInitResearch', 'LandmarkInitLib.cli', 'LandmarkInitLib.app', 'torch', 'monai',\n"
+        "                'scipy', 'matplotlib', 'trame', 'trame_slicer'):\n"
+        "    sys.modules[blocked] = None\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "from LandmarkInitLib.detection.detectors import torch_available\n"
+        "assert not torch_available()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_pure_modules_import_without_slicer_or_vtk():
     code = (
         "import sys\n"
-        "import LandmarkInitLib.registration, LandmarkInitLib.landmark_set, LandmarkInitLib.geometry\n"
-        "import LandmarkInitLib.landmarks, LandmarkInitLib.errors, LandmarkInitLib.report\n"
+        "import LandmarkInitLib.fit.landmark_fit, LandmarkInitLib.landmarks, LandmarkInitLib.geometry\n"
+        "import LandmarkInitLib.errors\n"
         "bad = [m for m in ('slicer', 'vtk', 'vtkmodules') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_onnx_runtime_path_works_without_torch_installed():
-    """The Slicer-side import graph: runtime, model card, preprocessing load with torch made unimportable."""
+def test_release_0_1_module_names_still_import_with_a_deprecation_warning():
     code = (
-        "import sys\n"
-        "sys.modules['torch'] = None; sys.modules['monai'] = None; sys.modules['scipy'] = None\n"
-        "sys.modules['matplotlib'] = None\n"
-        "from LandmarkInitLib.detection import runtime, model_card, preprocess, model_grid\n"
-        "from LandmarkInitLib import dataset, markups_io, transform_io, live_update, resources\n"
-        "from LandmarkInitLib import initialization, pipeline, quality, intensity_registration, overlay_figure\n"
-        "assert not runtime.torch_available()\n"
+        "import warnings\n"
+        "warnings.simplefilter('error')\n"
+        "try:\n"
+        "    from LandmarkInitLib.workflow import LandmarkSession\n"
+        "except DeprecationWarning as e:\n"
+        "    assert 'LandmarkInitLib.session' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('no warning')\n"
+        "warnings.simplefilter('ignore')\n"
+        "from LandmarkInitLib.workflow import LandmarkSession\n"
+        "from LandmarkInitLib.session import LandmarkSession as New\n"
+        "assert LandmarkSession is New\n"
+        "from LandmarkInitLib.registration import fit_rigid\n"
+        "from LandmarkInitLib.fit.landmark_fit import fit_rigid as new_fit\n"
+        "assert fit_rigid is new_fit\n"
+        "from LandmarkInitLib.pipeline import run_case\n"
+        "from LandmarkInitLib.pipeline.run import run_case as new_run\n"
+        "assert run_case is new_run\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from LandmarkInitLib.landmark_set import LandmarkSet
-from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.live_update import LiveRegistration
-from LandmarkInitLib.markups_io import create_landmarks_node, move_landmark
-from LandmarkInitLib.registration import apply_transform, fit_rigid
-from LandmarkInitLib.transform_io import create_transform_node, transform_matrix
+from LandmarkInitLib.fit.landmark_fit import apply_transform, fit_rigid
+from LandmarkInitLib.fit.live import LiveRegistration
+from LandmarkInitLib.io.markups import create_landmarks_node, move_landmark
+from LandmarkInitLib.io.transforms import create_transform_node, transform_matrix
+from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 
 MR = np.array([[0.0, -20.0, -25.0], [0.0, 5.0, 20.0], [0.0, -15.0, 0.0]])
 

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkLabelError, LockedPointError
-from LandmarkInitLib.landmark_set import LandmarkSet, match_landmarks
-from LandmarkInitLib.landmarks import LANDMARK_LABELS, MODALITY_COLORS
-from LandmarkInitLib.markups_io import (
+from LandmarkInitLib.io.markups import (
     create_landmarks_node,
     landmarks_from_node,
     move_landmark,
@@ -19,7 +17,8 @@ from LandmarkInitLib.markups_io import (
     write_landmarks,
     write_landmarks_file,
 )
-from LandmarkInitLib.transform_io import create_transform_node
+from LandmarkInitLib.io.transforms import create_transform_node
+from LandmarkInitLib.landmarks import LANDMARK_LABELS, MODALITY_COLORS, LandmarkSet, match_landmarks
 
 POINTS = LandmarkSet(LANDMARK_LABELS, np.array([[1.5, -2.0, 3.25], [10.0, 20.0, -30.0], [-7.0, 8.0, 9.0]]))
 

@@ -12,11 +12,12 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.cli import EXIT_OK, main
+from LandmarkInitLib.detection.detectors import open_detector
 from LandmarkInitLib.detection.mirror_average import combine_views, mirror_array, unmirror_points
-from LandmarkInitLib.detection.model_card import ModelCardError, load_card, write_two_stage_card
-from LandmarkInitLib.detection.runtime import open_detector
+from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.resources import models_dir, sample_case_dir
+from LandmarkInitResearch.training.two_stage_card import write_two_stage_card
 
 DIRECTION = Rotation.from_euler("zyx", [30, -20, 10], degrees=True).as_matrix() @ np.diag([-1.0, 1.0, 1.0])
 FLIPPED = VolumeGeometry((11, 7, 5), np.array([0.7, 1.3, 2.5]), np.array([10.0, -30.0, 5.0]), DIRECTION)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError
-from LandmarkInitLib.output_files import atomic_output, check_writable, full_suffix, write_with_storage_node
+from LandmarkInitLib.io.output_files import atomic_output, check_writable, full_suffix, write_with_storage_node
 
 
 def folder_state(folder):

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LandmarkInitLib.dataset import CASE_FILES, gland_mask, open_case, open_dataset, read_rigid_transform_ras
+from LandmarkInitLib.fit.landmark_fit import apply_transform
 from LandmarkInitLib.geometry import VolumeGeometry
+from LandmarkInitLib.io.datasets import CASE_FILES, gland_mask, open_case, open_dataset, read_rigid_transform_ras
+from LandmarkInitLib.io.markups import read_landmarks_file
+from LandmarkInitLib.io.transforms import load_transform, transform_matrix
+from LandmarkInitLib.io.volumes import load_volume
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.markups_io import read_landmarks_file
-from LandmarkInitLib.phantom.anatomy import Anatomy, sample_parameters
-from LandmarkInitLib.phantom.case import PhantomOptions
-from LandmarkInitLib.phantom.generator import generate_dataset
-from LandmarkInitLib.phantom.mr import MRParameters, mr_geometry
-from LandmarkInitLib.phantom.tissues import Tissue
-from LandmarkInitLib.registration import apply_transform
-from LandmarkInitLib.transform_io import load_transform, transform_matrix
-from LandmarkInitLib.volume_io import load_volume
+from LandmarkInitResearch.phantom.anatomy import Anatomy, sample_parameters
+from LandmarkInitResearch.phantom.case import PhantomOptions
+from LandmarkInitResearch.phantom.generator import generate_dataset
+from LandmarkInitResearch.phantom.mr import MRParameters, mr_geometry
+from LandmarkInitResearch.phantom.tissues import Tissue
 
 SEED = 7
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,8 +260,8 @@ def write_muregpro(root: Path, rng):
 
 
 def test_muregpro_layout_reader(tmp_path, rng):
-    from LandmarkInitLib.dataset import open_muregpro
     from LandmarkInitLib.errors import LandmarkFileError
+    from LandmarkInitLib.io.datasets import open_muregpro
 
     truth = write_muregpro(tmp_path / "mu", rng)
     cases = open_dataset(tmp_path / "mu")

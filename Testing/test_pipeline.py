@@ -17,18 +17,18 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from LandmarkInitLib.batch import RunOptions, read_cases, run_batch
-from LandmarkInitLib.dataset import open_case
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.errors import IntensityRegistrationError, LandmarkFileError, LandmarkInitError
-from LandmarkInitLib.intensity_registration import matrix_to_sitk, register_rigid_mi, sitk_to_matrix
+from LandmarkInitLib.fit.intensity import matrix_to_sitk, register_rigid_mi, sitk_to_matrix
+from LandmarkInitLib.fit.landmark_fit import apply_transform, fit_rigid
+from LandmarkInitLib.io.datasets import open_case
+from LandmarkInitLib.io.markups import read_landmarks_file
+from LandmarkInitLib.io.transforms import load_transform, transform_matrix
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.markups_io import read_landmarks_file
-from LandmarkInitLib.pipeline import overlap_fraction, run_case
-from LandmarkInitLib.quality import FEATURES, assess, load_thresholds
-from LandmarkInitLib.registration import apply_transform, fit_rigid
+from LandmarkInitLib.pipeline.batch import RunOptions, read_cases, run_batch
+from LandmarkInitLib.pipeline.quality import FEATURES, assess, load_thresholds
+from LandmarkInitLib.pipeline.run import overlap_fraction, run_case
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
-from LandmarkInitLib.transform_io import load_transform, transform_matrix
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
 NO_QA = {}  # tests of failures and of the batch machinery; the sample run below uses the shipped thresholds

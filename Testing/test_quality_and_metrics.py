@@ -11,8 +11,18 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from LandmarkInitLib.evaluation.error_components import error_components, gland_frame
-from LandmarkInitLib.evaluation.registration_metrics import (
+from LandmarkInitLib.geometry import VolumeGeometry
+from LandmarkInitLib.pipeline.quality import (
+    FEATURES,
+    assess,
+    calibrate,
+    features,
+    load_thresholds,
+    rates,
+    us_fan_margin_mm,
+)
+from LandmarkInitResearch.evaluation.error_components import error_components, gland_frame
+from LandmarkInitResearch.evaluation.metrics import (
     dice_after,
     gland_surface_points,
     icp_matrix,
@@ -20,8 +30,6 @@ from LandmarkInitLib.evaluation.registration_metrics import (
     sre_mm,
     tre_mm,
 )
-from LandmarkInitLib.geometry import VolumeGeometry
-from LandmarkInitLib.quality import FEATURES, assess, calibrate, features, load_thresholds, rates, us_fan_margin_mm
 
 DIRECTION = Rotation.from_euler("zyx", [25, -15, 40], degrees=True).as_matrix() @ np.diag([1.0, 1.0, -1.0])
 
@@ -70,10 +78,10 @@ def test_a_value_exactly_on_its_threshold_is_not_flagged(name):
 
 
 def test_feature_values_of_an_initialization_exact():
-    from LandmarkInitLib.detection.runtime import Detection
-    from LandmarkInitLib.initialization import Initialization
+    from LandmarkInitLib.detection.detectors import Detection
+    from LandmarkInitLib.fit.landmark_fit import fit_rigid
     from LandmarkInitLib.landmarks import LANDMARK_LABELS
-    from LandmarkInitLib.registration import fit_rigid
+    from LandmarkInitLib.pipeline.initialize import Initialization
 
     array = np.zeros((20, 30, 40), np.uint8)
     array[5:15, 5:25, 5:35] = 100  # the "fan": voxels K 5..14, J 5..24, I 5..34

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.errors import InvalidPointsError
-from LandmarkInitLib.registration import (
+from LandmarkInitLib.fit.landmark_fit import (
     MIN_CONDITIONING,
     apply_transform,
     fit_rigid,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LandmarkInitLib.dataset import open_case
+from LandmarkInitLib.detection.detectors import LandmarkDetector, TwoStageDetector, open_detector
 from LandmarkInitLib.detection.mirror_average import mirror_array, unmirror_points
 from LandmarkInitLib.detection.model_card import load_card
-from LandmarkInitLib.detection.runtime import LandmarkDetector, TwoStageDetector, open_detector
 from LandmarkInitLib.geometry import VolumeGeometry
+from LandmarkInitLib.io.datasets import open_case
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from extension_layout import cmake_scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "LandmarkInit" / "LandmarkInit.py"
 UI = ROOT / "LandmarkInit" / "Resources" / "UI" / "LandmarkInit.ui"
@@ -87,12 +89,12 @@ def test_library_names_used_by_the_module_resolve_without_training_packages_or_o
         code += f"sys.modules[{blocked!r}] = None\n"
     for module, names in imports:
         code += f"from {module} import {', '.join(names)}\n"
-    code += "import LandmarkInitLib.workflow\n"
+    code += "import LandmarkInitLib.session\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_parameter_defaults_are_valid_choices():
-    from LandmarkInitLib.registration import FIT_MODES
+    from LandmarkInitLib.fit.landmark_fit import FIT_MODES
     from LandmarkInitLib.resources import DEFAULT_DETECTOR, DETECTOR_CHOICES
 
     assert DEFAULT_DETECTOR in DETECTOR_CHOICES
@@ -205,7 +207,10 @@ def test_shipped_files_are_found_where_the_extension_installs_them(tmp_path):
     """Lay out a Slicer install as LandmarkInit/CMakeLists.txt does (library beside the module, models in
     Resources/LandmarkInit/Models) and ask the library where its models are."""
     modules = tmp_path / "qt-scripted-modules"
-    shutil.copytree(ROOT / "LandmarkInit" / "LandmarkInitLib", modules / "LandmarkInitLib")
+    for script in cmake_scripts():  # exactly what the extension installs beside the module
+        target = modules / script.relative_to(ROOT / "LandmarkInit")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(script, target)
     models = modules / "Resources" / "LandmarkInit" / "Models"
     models.mkdir(parents=True)
     shutil.copy(ROOT / "Resources" / "Models" / "mr_landmarks.json", models)
@@ -220,8 +225,8 @@ def test_shipped_files_are_found_where_the_extension_installs_them(tmp_path):
 
 
 def test_sample_data_source_copies_and_verifies_like_slicers_downloader(context, tmp_path):
+    from LandmarkInitLib.io.volumes import load_volume
     from LandmarkInitLib.sample_data import sample_data_source
-    from LandmarkInitLib.volume_io import load_volume
 
     icons = ROOT / "LandmarkInit" / "Resources" / "Icons"
     source = sample_data_source(icons)
@@ -288,12 +293,8 @@ def test_module_and_slicer_side_library_compile_on_slicers_python_312():
     python312 = next((str(p) for p in candidates if p.is_file()), None)
     if python312 is None:
         pytest.skip("no Python 3.12 interpreter on this machine")
-    outside_slicer = {"phantom", "training", "evaluation", "app"}
-    files = [MODULE] + [
-        p
-        for p in (ROOT / "LandmarkInit" / "LandmarkInitLib").rglob("*.py")
-        if p.relative_to(ROOT / "LandmarkInit" / "LandmarkInitLib").parts[0] not in outside_slicer
-    ]
+    files = sorted(cmake_scripts())
+    assert MODULE in files
     code = "import sys\nfor f in sys.argv[1:]:\n    compile(open(f).read(), f, 'exec')\n"
     out = subprocess.run([python312, "-c", code, *map(str, files)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

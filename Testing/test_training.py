@@ -14,12 +14,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from LandmarkInitLib.detection.detectors import LandmarkDetector
 from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.detection.preprocess import InvalidVolumeError
-from LandmarkInitLib.detection.runtime import LandmarkDetector
 from LandmarkInitLib.errors import LandmarkInitError
-from LandmarkInitLib.training.export import export_run
-from LandmarkInitLib.training.train import TrainConfig, train
+from LandmarkInitResearch.training.export import export_run
+from LandmarkInitResearch.training.train import TrainConfig, train
 
 TINY = dict(grid_shape=[16, 16, 16], grid_spacing_mm=6.0, channels=[4, 8, 16], batch_size=2, threads=1)
 
@@ -222,7 +222,7 @@ def test_export_runtime_backends_agree_and_points_are_in_ras(smoke_run, tiny_dat
     # origin and direction) moves the detected RAS points by exactly that transform
     from scipy.spatial.transform import Rotation
 
-    from LandmarkInitLib.registration import apply_transform
+    from LandmarkInitLib.fit.landmark_fit import apply_transform
 
     move = np.eye(4)
     move[:3, :3] = Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix()
@@ -302,8 +302,8 @@ def test_cli_detect_writes_markups_that_slicer_reads(smoke_run, tiny_dataset, tm
     ]
     r = subprocess.run(exe, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    from LandmarkInitLib.io.markups import read_landmarks_file
     from LandmarkInitLib.landmarks import LANDMARK_LABELS
-    from LandmarkInitLib.markups_io import read_landmarks_file
 
     node, points = read_landmarks_file(context, tmp_path / "us.mrk.json")
     sidecar = json.loads((tmp_path / "us.detection.json").read_text())
@@ -317,7 +317,7 @@ def test_cli_detect_writes_markups_that_slicer_reads(smoke_run, tiny_dataset, tm
 
 
 def test_evaluate_detectors_table(smoke_run, tiny_dataset, tmp_path):
-    from LandmarkInitLib.dataset import open_dataset
+    from LandmarkInitLib.io.datasets import open_dataset
     from LandmarkInitLib.landmarks import LANDMARK_LABELS
 
     out, _ = smoke_run

@@ -9,18 +9,17 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.errors import LandmarkFileError
+from LandmarkInitLib.fit.landmark_fit import apply_transform
 from LandmarkInitLib.geometry import VolumeGeometry, ras_to_lps
-from LandmarkInitLib.landmark_set import LandmarkSet
-from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.markups_io import create_landmarks_node, landmarks_from_node
-from LandmarkInitLib.registration import apply_transform
-from LandmarkInitLib.transform_io import (
+from LandmarkInitLib.io.markups import create_landmarks_node, landmarks_from_node
+from LandmarkInitLib.io.transforms import (
     create_transform_node,
     harden_copy,
     load_transform,
     save_transform,
     transform_matrix,
 )
+from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 
 
 def mr_to_us(rng):
@@ -59,7 +58,7 @@ def test_mr_volume_under_the_transform_lands_on_us_positions(context, tmp_path, 
     img = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.float32))
     VolumeGeometry((5, 4, 3), np.array([0.5, 0.5, 1.0]), np.array([1.0, 2.0, 3.0]), np.eye(3)).apply_to_sitk_image(img)
     sitk.WriteImage(img, str(tmp_path / "mr.nrrd"))
-    from LandmarkInitLib.volume_io import load_volume
+    from LandmarkInitLib.io.volumes import load_volume
 
     vol = load_volume(context, tmp_path / "mr.nrrd")
     vol.SetAndObserveTransformNodeID(t.GetID())
@@ -84,7 +83,7 @@ def test_harden_copy_leaves_the_original_untouched(context, rng):
 def test_harden_copy_of_a_volume(context, tmp_path, rng):
     import slicer
 
-    from LandmarkInitLib.volume_io import load_volume
+    from LandmarkInitLib.io.volumes import load_volume
 
     matrix = mr_to_us(rng)
     t = create_transform_node(context.scene, matrix)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError, LockedPointError
-from LandmarkInitLib.initialization import Detectors
+from LandmarkInitLib.fit.landmark_fit import fit_rigid, fit_similarity
+from LandmarkInitLib.io.markups import find_point_index, landmarks_from_node, read_landmarks_file
+from LandmarkInitLib.io.transforms import load_transform, transform_matrix
+from LandmarkInitLib.io.volumes import load_volume
 from LandmarkInitLib.landmarks import LANDMARK_LABELS, MODALITY_COLORS
-from LandmarkInitLib.markups_io import find_point_index, landmarks_from_node, read_landmarks_file
-from LandmarkInitLib.registration import fit_rigid, fit_similarity
+from LandmarkInitLib.pipeline.initialize import Detectors
 from LandmarkInitLib.resources import DETECTOR_CHOICES, detector_card, sample_case_dir
-from LandmarkInitLib.transform_io import load_transform, transform_matrix
-from LandmarkInitLib.volume_io import load_volume
-from LandmarkInitLib.workflow import (
+from LandmarkInitLib.session import (
     PREDICTION_ATTRIBUTE,
     Cancelled,
     LandmarkSession,

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from LandmarkInitLib.landmark_set import LandmarkSet
-from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.markups_io import write_landmarks
-from LandmarkInitLib.registration import apply_transform
-from LandmarkInitLib.scene import create_context
+from LandmarkInitLib.fit.landmark_fit import apply_transform
+from LandmarkInitLib.io.markups import write_landmarks
+from LandmarkInitLib.io.scene import create_context
+from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 
 OUT = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "landmarks"
 MR_POINTS = np.array([[1.0, 12.0, -62.0], [0.5, 18.0, -28.0], [0.0, -2.0, -45.0]])  # apex, bladder neck, post. median

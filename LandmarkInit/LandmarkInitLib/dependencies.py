@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 
-from .errors import LandmarkInitError
+from LandmarkInitLib.errors import LandmarkInitError
 
 ONNXRUNTIME_REQUIREMENT = "onnxruntime>=1.17"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import LandmarkFileError
+from LandmarkInitLib.errors import LandmarkFileError
 
 _HERE = Path(__file__).resolve().parent
 _CANDIDATES = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .resources import resources_dir, sample_case_dir
+from LandmarkInitLib.resources import resources_dir, sample_case_dir
 
 CATEGORY = "LandmarkInit"
 SAMPLE_NAME = "LandmarkInitPhantomPair"

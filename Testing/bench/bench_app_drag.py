@@ -30,9 +30,9 @@ def main() -> None:
     from trame_slicer.rca_view.rca_view_factory import RcaWindow
 
     from LandmarkInitLib.app.server import LandmarkInitApp
-    from LandmarkInitLib.markups_io import find_point_index
+    from LandmarkInitLib.io.markups import find_point_index
+    from LandmarkInitLib.io.transforms import transform_matrix
     from LandmarkInitLib.resources import sample_case_dir
-    from LandmarkInitLib.transform_io import transform_matrix
 
     app = LandmarkInitApp()
     case = sample_case_dir()

@@ -23,9 +23,9 @@ def eager_detector(card_path):
     """Eager torch: the card's network rebuilt with MONAI and loaded with the TorchScript file's weights."""
     import torch
 
+    from LandmarkInitLib.detection.detectors import LandmarkDetector
     from LandmarkInitLib.detection.model_card import load_card
-    from LandmarkInitLib.detection.runtime import LandmarkDetector
-    from LandmarkInitLib.training.networks import ExportWrapper, build_model
+    from LandmarkInitResearch.training.networks import ExportWrapper, build_model
 
     card = load_card(card_path)
     detector = LandmarkDetector(card, "torchscript")
@@ -49,7 +49,7 @@ def main():
     args = parser.parse_args()
     import SimpleITK as sitk
 
-    from LandmarkInitLib.detection.runtime import open_detector
+    from LandmarkInitLib.detection.detectors import open_detector
 
     image = sitk.ReadImage(args.volume)
     before = status_mb("VmRSS")

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from LandmarkInitLib import __version__
-from LandmarkInitLib.landmark_set import LandmarkSet
-from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitLib.live_update import LiveRegistration
-from LandmarkInitLib.markups_io import create_landmarks_node
-from LandmarkInitLib.registration import apply_transform, fit_rigid
-from LandmarkInitLib.scene import create_context
-from LandmarkInitLib.transform_io import create_transform_node, transform_matrix
+from LandmarkInitLib.fit.landmark_fit import apply_transform, fit_rigid
+from LandmarkInitLib.fit.live import LiveRegistration
+from LandmarkInitLib.io.markups import create_landmarks_node
+from LandmarkInitLib.io.scene import create_context
+from LandmarkInitLib.io.transforms import create_transform_node, transform_matrix
+from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -68,7 +67,7 @@ def bench_live_update(repeats: int) -> list[float]:
 
 def bench_phantom_case(repeats: int) -> list[float]:
     """Generating one phantom case (anatomy, MR and US rendering, ground truth) on one core, no file IO."""
-    from LandmarkInitLib.phantom.case import generate_case
+    from LandmarkInitResearch.phantom.case import generate_case
 
     return [generate_case(2026, i).meta["generation_seconds"] for i in range(repeats)]
 
@@ -126,8 +125,8 @@ def bench_run_pair(repeats: int) -> list[float]:
     file written (detectors opened once, as in a batch worker)."""
     import tempfile
 
-    from LandmarkInitLib.initialization import Detectors
-    from LandmarkInitLib.pipeline import run_case
+    from LandmarkInitLib.pipeline.initialize import Detectors
+    from LandmarkInitLib.pipeline.run import run_case
     from LandmarkInitLib.resources import sample_case_dir
 
     case = sample_case_dir()
@@ -144,8 +143,8 @@ def bench_batch(cases: int, workers: int = 2) -> tuple[float, dict]:
     """Cases per minute of `run --cases` with ``workers`` processes on freshly generated phantom cases."""
     import tempfile
 
-    from LandmarkInitLib.batch import RunOptions, run_batch
-    from LandmarkInitLib.phantom.generator import generate_dataset
+    from LandmarkInitLib.pipeline.batch import RunOptions, run_batch
+    from LandmarkInitResearch.phantom.generator import generate_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         generate_dataset(Path(tmp) / "data", cases, 4242, workers=workers, progress=False)

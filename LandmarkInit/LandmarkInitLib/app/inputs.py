@@ -6,8 +6,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..errors import LandmarkFileError
-from ..volume_io import VOLUME_SUFFIXES, load_volume
+from LandmarkInitLib.errors import LandmarkFileError
+from LandmarkInitLib.io.volumes import VOLUME_SUFFIXES, load_volume
 
 ACCEPTED_UPLOADS = ", ".join((*VOLUME_SUFFIXES, ".dcm"))
 _HEADER_SUFFIXES = (".nhdr", ".mhd")  # headers whose voxels are in a companion file uploaded alongside

@@ -7,8 +7,8 @@ from __future__ import annotations
 from trame.widgets import client, html
 from trame.widgets import vuetify3 as v
 
-from .inputs import ACCEPTED_UPLOADS
-from .views import ORIENTATIONS
+from LandmarkInitLib.app.inputs import ACCEPTED_UPLOADS
+from LandmarkInitLib.app.views import ORIENTATIONS
 
 
 def slice_view_gutter(server, view_id, view) -> None:

@@ -12,21 +12,27 @@ from pathlib import Path
 
 from trame.app import TrameApp
 
-from ..errors import LandmarkInitError
-from ..initialization import Detectors
-from ..transform_io import transform_matrix
-from ..workflow import LandmarkSession, UnsavedEditsError
-from . import page
-from .inputs import load_input, load_upload
-from .runtime import create_runtime
-from .views import AppViews, layout_definition, point_in_view, registered_mr_node
+from LandmarkInitLib.app import page
+from LandmarkInitLib.app.inputs import load_input, load_upload
+from LandmarkInitLib.app.slicer_app import create_runtime
+from LandmarkInitLib.app.views import AppViews, layout_definition, point_in_view, registered_mr_node
+from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.io.transforms import transform_matrix
+from LandmarkInitLib.pipeline.initialize import Detectors
+from LandmarkInitLib.session import LandmarkSession, UnsavedEditsError
 
 DEFAULT_OUTPUT_DIR = "landmarkinit-output"
 
 
 class LandmarkInitApp(TrameApp):
     def __init__(
-        self, server=None, *, output_dir=DEFAULT_OUTPUT_DIR, detectors: Detectors | None = None, backend: str = "auto"
+        self,
+        server=None,
+        *,
+        output_dir=DEFAULT_OUTPUT_DIR,
+        detectors: Detectors | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
     ):
         super().__init__(server=server)
         from trame_slicer.core import LayoutManager
@@ -40,6 +46,7 @@ class LandmarkInitApp(TrameApp):
         self.views.resize_listeners.append(lambda: self.center_on(self.state.focus or "apex"))
         self.detectors = detectors
         self.backend = backend  # "auto": TorchScript when torch is installed, else ONNX
+        self.threads = threads
         self.volumes = {"mr": None, "us": None}
         self.fused_mr = None
         self.session: LandmarkSession | None = None
@@ -131,7 +138,9 @@ class LandmarkInitApp(TrameApp):
         await asyncio.sleep(0.05)  # let the page show the progress bar before the detectors block the loop
         try:
             if self.session is None:
-                self.session = LandmarkSession(self.context, mr, us, detectors=self.detectors, backend=self.backend)
+                self.session = LandmarkSession(
+                    self.context, mr, us, detectors=self.detectors, backend=self.backend, threads=self.threads
+                )
                 self.session.add_listener(self._on_refit)
             self.session.detect(progress=self._progress, overwrite_edits=overwrite_edits)
             self.detectors = self.session.detectors
@@ -281,16 +290,24 @@ def _display_row(row: dict) -> dict:
 
 
 def serve(
-    mr=None, us=None, *, host="127.0.0.1", port=0, output_dir=DEFAULT_OUTPUT_DIR, open_browser=False, backend="auto"
+    mr=None,
+    us=None,
+    *,
+    host="127.0.0.1",
+    port=0,
+    output_dir=DEFAULT_OUTPUT_DIR,
+    open_browser=False,
+    backend="auto",
+    threads=None,
 ):
     """Start the app (blocking); prints the URL once the server listens. Without volumes: the sample pair."""
-    from ..resources import sample_case_dir
+    from LandmarkInitLib.resources import sample_case_dir
 
     if (mr is None) != (us is None):
         raise LandmarkInitError("give both --mr and --us, or neither (then the shipped sample pair opens)")
     if mr is None:
         mr, us = sample_case_dir() / "mr.nrrd", sample_case_dir() / "us.nrrd"
-    app = LandmarkInitApp(output_dir=output_dir, backend=backend)
+    app = LandmarkInitApp(output_dir=output_dir, backend=backend, threads=threads)
     app.load_paths(mr, us)
 
     def announce(**_):

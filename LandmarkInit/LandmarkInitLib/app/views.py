@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import numpy_from_vtk_matrix
+from LandmarkInitLib.geometry import numpy_from_vtk_matrix
 
 VIEW_TAGS = {"us": "US", "mr": "MR", "fused": "Fused"}
 VIEW_COLORS = {"us": "#ff8000", "mr": "#1f78b4", "fused": "#7f7f7f"}

@@ -2,23 +2,21 @@
 
 The posterior median lies on the gland's mid-sagittal plane, which the networks find least well: a local patch
 sees a nearly flat stretch of the posterior surface, so the lateral error of the global estimate survives the
-refinement (about 1.2 mm RMS on the US validation cases, the largest error component left in view;
-docs/detection.md, "Local models on the partial views, and the posterior median toward the axis plane"). A
-second, independent estimate of that plane: the plane through the detected apex -> bladder-neck axis that is
-parallel to the volume's sagittal direction, i.e. whose normal is the volume's first index axis I (the patient's
-left-right in an axial MR series, the probe's lateral axis in TRUS; detection/mirror_average.py makes the same
-assumption) made orthogonal to the gland axis.
-On the validation cases the networks' lateral offsets from that plane are larger than the true ones (r = 0.86,
-SD 2.3 vs 2.1 mm), so moving the posterior median part of the way toward it is a least-squares correction; how far
-is a card setting chosen on validation. Only the component along the plane's normal is changed: the height
-along the axis and the depth stay as they were. Points are RAS mm, rows in LANDMARK_LABELS order.
+refinement (docs/history.md measures it). A second, independent estimate of that plane: the plane through the
+detected apex -> bladder-neck axis that is parallel to the volume's sagittal direction, i.e. whose normal is the
+volume's first index axis I (the patient's left-right in an axial MR series, the probe's lateral axis in TRUS;
+detection/mirror_average.py makes the same assumption) made orthogonal to the gland axis.
+On the validation cases the networks' lateral offsets from that plane follow the true ones but spread more, so
+moving the posterior median part of the way toward it is a least-squares correction; how far is a card setting
+chosen on validation. Only the component along the plane's normal is changed: the height along the axis and the
+depth stay as they were. Points are RAS mm, rows in LANDMARK_LABELS order.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..landmarks import APEX, BLADDER_NECK, POSTERIOR_MEDIAN
+from LandmarkInitLib.landmarks import APEX, BLADDER_NECK, POSTERIOR_MEDIAN
 
 
 def axis_plane_normal(points_ras: np.ndarray, lateral_direction_ras) -> np.ndarray | None:

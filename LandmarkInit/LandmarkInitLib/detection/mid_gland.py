@@ -3,7 +3,7 @@
 "Mid-gland" is halfway between apex and bladder neck, so the detected apex and bladder neck give a second
 estimate of where the posterior median sits along the apex -> bladder-neck axis, independent of the
 network's. A local patch (32-48 mm) rarely sees both ends of a ~40 mm gland, so along that axis the network's
-own estimate is the weak one (docs/detection.md). Only the along-axis component is changed; the depth and the
+own estimate is the weak one (docs/history.md). Only the along-axis component is changed; the depth and the
 lateral position stay the network's. Points are RAS mm, rows in LANDMARK_LABELS order.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..landmarks import APEX, BLADDER_NECK, POSTERIOR_MEDIAN
+from LandmarkInitLib.landmarks import APEX, BLADDER_NECK, POSTERIOR_MEDIAN
 
 
 def pull_posterior_median_to_mid_gland(points_ras: np.ndarray, weight: float) -> np.ndarray:

@@ -3,7 +3,7 @@
 The three landmarks lie on the gland's mid-sagittal plane, and the mirror image of a prostate is as plausible a
 prostate as the original, so a detector should be mirror-equivariant; trained networks are not exactly. Averaging
 the answer on the volume with the (mapped back) answer on its mirror image makes the detector exactly
-equivariant and cancels the left-right asymmetric part of its errors (docs/detection.md, "Mirror averaging").
+equivariant and cancels the left-right asymmetric part of its errors (measured in docs/history.md).
 
 Which axis is left-right: the volume's first index axis I. The networks see volumes in their own index axes
 (detection/model_grid.py), and in both modalities I is the patient's (MR, axial series) or the probe's (TRUS,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import VolumeGeometry
+from LandmarkInitLib.geometry import VolumeGeometry
 
 
 def mirror_array(array: np.ndarray) -> np.ndarray:

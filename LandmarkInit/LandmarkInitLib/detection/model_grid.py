@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import VolumeGeometry
+from LandmarkInitLib.geometry import VolumeGeometry
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LandmarkInitError
-from ..geometry import VolumeGeometry
-from .model_grid import ModelGrid
+from LandmarkInitLib.detection.model_grid import ModelGrid
+from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.geometry import VolumeGeometry
 
 # Intensity normalization, recorded in each model card.
 NORMALIZATION = {

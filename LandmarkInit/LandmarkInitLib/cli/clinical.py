@@ -1,0 +1,293 @@
+"""Clinical ``landmarkinit`` commands: ``register`` (landmarks you already have -> transform), ``detect`` (one
+volume -> landmarks), ``run`` (MR + US -> landmarks, transform, quality check, report; one pair or many) and
+``app`` (the browser app). Thin: each collects its inputs and calls the library."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from LandmarkInitLib.cli import EXIT_FAILURE, EXIT_OK, EXIT_REVIEW, CommandGroup
+from LandmarkInitLib.cli import options as shared
+from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.fit.landmark_fit import FIT_MODES
+from LandmarkInitLib.landmarks import MODALITIES
+from LandmarkInitLib.pipeline.initialize import DEFAULT_WEIGHTING, WEIGHTINGS
+
+
+def cmd_register(args) -> int:
+    from LandmarkInitLib.fit.landmark_fit import fit_transform
+    from LandmarkInitLib.io.markups import read_landmarks_file
+    from LandmarkInitLib.io.output_files import check_writable
+    from LandmarkInitLib.io.scene import create_context
+    from LandmarkInitLib.io.transforms import create_transform_node, save_transform
+    from LandmarkInitLib.landmarks import LANDMARK_LABELS, match_landmarks
+    from LandmarkInitLib.pipeline.report import fit_report, format_fit, write_json
+
+    # Check every output before computing anything, so that a refusal leaves no partial result.
+    check_writable(args.output, args.force)
+    if args.report:
+        check_writable(args.report, args.force)
+    expected = None if args.any_labels else LANDMARK_LABELS
+
+    context = create_context()
+    _, moving = read_landmarks_file(
+        context,
+        args.moving_landmarks,
+        modality="mr",
+        csv_coordinate_system=args.csv_coordinate_system,
+        expected_labels=expected,
+    )
+    _, fixed = read_landmarks_file(
+        context,
+        args.fixed_landmarks,
+        modality="us",
+        csv_coordinate_system=args.csv_coordinate_system,
+        expected_labels=expected,
+    )
+    labels, x, y = match_landmarks(moving, fixed, expected)
+    fit = fit_transform(x, y, mode=args.mode)
+    node = create_transform_node(context.scene, fit.matrix)
+    save_transform(context, node, args.output, force=args.force)
+    if args.report:
+        report = fit_report(
+            labels,
+            x,
+            y,
+            fit,
+            moving_file=str(args.moving_landmarks),
+            fixed_file=str(args.fixed_landmarks),
+            transform_file=str(args.output),
+        )
+        write_json(report, args.report, force=args.force)
+    print(format_fit(labels, fit))
+    print(f"wrote {args.output}" + (f" and {args.report}" if args.report else ""))
+    return EXIT_OK
+
+
+def cmd_detect(args) -> int:
+    from LandmarkInitLib.detection.detectors import open_detector
+    from LandmarkInitLib.io.markups import create_landmarks_node, write_landmarks_file
+    from LandmarkInitLib.io.output_files import DETECTION_SIDECAR_SUFFIX, check_writable
+    from LandmarkInitLib.io.scene import create_context
+    from LandmarkInitLib.landmarks import LandmarkSet
+    from LandmarkInitLib.pipeline.report import write_json
+    from LandmarkInitLib.resources import default_model_card
+
+    if not str(args.output).lower().endswith(".mrk.json"):
+        raise LandmarkInitError(f"{args.output}: write detected landmarks as Slicer markups, a .mrk.json name")
+    sidecar = Path(str(args.output)[: -len(".mrk.json")] + DETECTION_SIDECAR_SUFFIX)
+    check_writable(args.output, args.force)
+    check_writable(sidecar, args.force)
+    card = args.model or default_model_card(args.modality)
+    detector = open_detector(card, backend=args.backend, threads=args.threads)
+    if detector.card.modality != args.modality:
+        raise LandmarkInitError(
+            f"model {card} is a {detector.card.modality.upper()} model but --modality is {args.modality}; "
+            "give a model of the volume's modality"
+        )
+    detection = detector.detect_file(args.volume)
+    context = create_context()
+    node = create_landmarks_node(context.scene, LandmarkSet(detection.labels, detection.points_ras), args.modality)
+    for i, spread in enumerate(detection.spread_mm):
+        if not math.isnan(spread):  # direct regression models give no spread
+            node.SetNthControlPointDescription(i, f"{node.GetNthControlPointDescription(i)}; spread {spread:.1f} mm")
+    write_landmarks_file(context, node, args.output, force=args.force)
+    write_json({**detection.as_dict(), "volume": str(args.volume), "model_card": str(card)}, sidecar, force=args.force)
+    for label, p, s in zip(detection.labels, detection.points_ras, detection.spread_mm, strict=True):
+        print(f"{label:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}   spread {s:5.1f} mm")
+    for flag in detection.flags:
+        print(f"warning: {flag}", file=sys.stderr)
+    print(f"wrote {args.output} and {sidecar.name} ({detection.backend}, {detection.seconds['total']:.2f} s)")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from LandmarkInitLib.io.output_files import BATCH_SUMMARY_FILE
+    from LandmarkInitLib.pipeline.batch import RunOptions, run_batch, summary_text
+
+    if (args.cases is None) == (args.mr is None or args.us is None):
+        raise LandmarkInitError("give either --mr and --us (one pair) or --cases (a folder or CSV of pairs)")
+    options = RunOptions(
+        mr_model=str(args.mr_model) if args.mr_model else None,
+        us_model=str(args.us_model) if args.us_model else None,
+        weighting=args.weighting,
+        refine=args.refine,
+        qa_thresholds=str(args.qa_thresholds) if args.qa_thresholds else None,
+        force=args.force,
+        threads=args.threads,
+        backend=args.backend,
+    )
+    if args.cases is not None:
+        summary = run_batch(
+            args.cases, args.output_dir, options, workers=args.workers, dask=args.dask, progress=not args.quiet
+        )
+        print(summary_text(summary))
+        print(f"wrote {args.output_dir}/<case>/ and {args.output_dir / BATCH_SUMMARY_FILE}")
+        if summary["counts"]["failed"]:
+            return EXIT_FAILURE
+        return EXIT_REVIEW if summary["counts"]["review"] else EXIT_OK
+    from LandmarkInitLib.pipeline.initialize import Detectors
+    from LandmarkInitLib.pipeline.quality import load_thresholds
+    from LandmarkInitLib.pipeline.run import check_output_dir, run_case
+
+    check_output_dir(args.output_dir, args.force)  # before any work
+    result = run_case(
+        args.mr,
+        args.us,
+        args.output_dir,
+        detectors=Detectors.open(options.mr_model, options.us_model, options.backend, options.threads),
+        weighting=args.weighting,
+        refine=args.refine,
+        qa_thresholds=load_thresholds(options.qa_thresholds),
+        force=args.force,
+    )
+    report = result.report
+    for modality in ("mr", "us"):
+        for lm in report[modality]["landmarks"]:
+            p = lm["ras"]
+            print(f"{modality.upper()} {lm['label']:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}")
+    print(f"fit RMS {report['fit']['rms_mm']:.2f} mm, {report['seconds']['total_with_files']:.2f} s")
+    for flag in result.quality.flags:
+        print(f"review: {flag}", file=sys.stderr)
+    print(f"wrote {', '.join(report['files'])} to {args.output_dir}")
+    return EXIT_REVIEW if result.quality.review else EXIT_OK
+
+
+def cmd_app(args) -> int:
+    from LandmarkInitLib.app.server import serve  # trame is needed by this sub-command only
+
+    serve(
+        args.mr,
+        args.us,
+        host=args.host,
+        port=args.port,
+        output_dir=args.output_dir,
+        open_browser=args.open,
+        backend=args.backend,
+        threads=args.threads,
+    )
+    return EXIT_OK
+
+
+def add_commands(sub) -> list[tuple[str, str]]:
+    listed = []
+
+    def command(name, summary, description, parents=()):
+        listed.append((name, summary))
+        return sub.add_parser(name, description=description, parents=list(parents))
+
+    p = command(
+        "run",
+        "MR + US in: landmarks, rigid MR-to-US transform, quality check and report out (one pair or many)",
+        "Detect the three landmarks on the MR and the US volume, fit the rigid MR-to-US transform, check its quality "
+        "and write OUTPUT_DIR/{mr,us}_landmarks.mrk.json, mr_to_us.h5, report.json, report.html and report.png. "
+        "With --cases, do it for every pair of a folder (dataset layout) or CSV (case,mr,us), one sub-folder per "
+        "case, resuming where an interrupted batch stopped. Exit status 3: a result is flagged for review.",
+        [shared.output_dir(), shared.models(), shared.runtime(default_threads=1), shared.workers()]
+        + [shared.force(), shared.quiet()],
+    )
+    p.add_argument("--mr", type=Path, help="MR volume (moving)")
+    p.add_argument("--us", type=Path, help="US volume (fixed)")
+    p.add_argument("--cases", type=Path, metavar="DIR_OR_CSV", help="many pairs: a dataset folder or a CSV")
+    p.add_argument(
+        "--weighting",
+        choices=WEIGHTINGS,
+        default=DEFAULT_WEIGHTING,
+        help=f"landmark weights of the fit: spread (1 / (s_MR^2 + s_US^2)) or none (default {DEFAULT_WEIGHTING})",
+    )
+    p.add_argument("--refine", action="store_true", help="refine with intensity-based rigid registration (MI)")
+    p.add_argument("--qa-thresholds", type=Path, metavar="JSON", help="QA thresholds (default: the shipped ones)")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="--cases: run on a Dask distributed cluster (scheduler address, or 'local' to start one here)",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = command(
+        "register",
+        "fit the rigid MR-to-US transform to matched landmark files",
+        "Fit the least-squares transform that maps the moving (MR) landmarks onto the fixed (US) landmarks, matched "
+        "by label, and write it as a Slicer transform file whose 'to parent' maps MR RAS points to US RAS points "
+        "(load it in Slicer and put the MR volume under it).",
+        [shared.force()],
+    )
+    p.add_argument(
+        "--fixed-landmarks",
+        required=True,
+        type=Path,
+        metavar="US_FILE",
+        help="landmarks on the fixed (US) volume: .mrk.json, .fcsv or .csv",
+    )
+    p.add_argument(
+        "--moving-landmarks",
+        required=True,
+        type=Path,
+        metavar="MR_FILE",
+        help="landmarks on the moving (MR) volume: .mrk.json, .fcsv or .csv",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        metavar="MR_TO_US",
+        help="transform file to write: .h5 (recommended), .tfm or .txt",
+    )
+    p.add_argument(
+        "--mode", choices=FIT_MODES, default="rigid", help="rigid (default) or similarity (rigid + isotropic scale)"
+    )
+    p.add_argument(
+        "--report", type=Path, metavar="JSON", help="also write a JSON report: matrix, per-landmark residuals, RMS"
+    )
+    p.add_argument(
+        "--csv-coordinate-system",
+        choices=("RAS", "LPS"),
+        type=str.upper,
+        help="coordinate system of .csv inputs that do not state it in a '# coordinateSystem = ' line",
+    )
+    p.add_argument(
+        "--any-labels",
+        action="store_true",
+        help="accept any labels (identical in both files) instead of exactly apex, bladder_neck, posterior_median",
+    )
+    p.set_defaults(func=cmd_register)
+
+    p = command(
+        "detect",
+        "detect the three landmarks on one volume",
+        "Detect apex, bladder neck and posterior median on an MR or US volume and write them as Slicer markups "
+        "(.mrk.json, spread in each point's description) plus a sidecar OUTPUT.detection.json (spreads, quality "
+        "flags, backend, timing).",
+        [shared.runtime(), shared.force()],
+    )
+    p.add_argument("--volume", required=True, type=Path, help="volume file (.nrrd, .nii, .nii.gz, .mha)")
+    p.add_argument("--modality", required=True, choices=MODALITIES)
+    p.add_argument("--model", type=Path, help="model card JSON (default: the shipped model of the modality)")
+    p.add_argument("--output", required=True, type=Path, help="landmarks file to write (.mrk.json)")
+    p.set_defaults(func=cmd_detect)
+
+    p = command(
+        "app",
+        "the detect / nudge / save workflow in the browser (local web server; prints its URL)",
+        "Start the LandmarkInit browser app (trame-slicer): US, MR and fused slice views, Detect, drag points with a "
+        "live re-fit, Save. Without --mr/--us it opens the shipped synthetic sample pair; volumes (NRRD, NIfTI, "
+        "MetaImage or a DICOM folder) can also be loaded from the page.",
+        [
+            shared.runtime(default_backend="auto"),
+            shared.output_dir(
+                required=False, default="landmarkinit-output", help="folder proposed for Save (editable in the page)"
+            ),
+        ],
+    )
+    p.add_argument("--mr", type=Path, help="MR volume file or DICOM folder (moving)")
+    p.add_argument("--us", type=Path, help="US volume file or DICOM folder (fixed)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free port, printed at start)")
+    p.add_argument("--open", action="store_true", help="open the page in the system's web browser")
+    p.set_defaults(func=cmd_app)
+    return listed
+
+
+COMMANDS = CommandGroup("clinical commands", add_commands)

@@ -1,0 +1,355 @@
+"""Run a detector described by a model card: volume -> three landmarks in RAS, with a spread per landmark.
+
+Detectors: LandmarkDetector (one whole-volume network), TwoStageDetector (a global detector followed by local
+refinement: LocalRefiner, or LocalEnsemble of several); open_detector() picks the one a card describes.
+
+Backends: onnxruntime (default, what Slicer users get) or TorchScript (when torch is importable, e.g. from
+Slicer's PyTorch extension). ``backend="auto"`` prefers TorchScript when torch is present and the card has a
+TorchScript file, else ONNX; the result says which ran. Weights are checksum-verified before loading; nothing
+is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from LandmarkInitLib.detection.axis_plane import shrink_posterior_median_to_axis_plane
+from LandmarkInitLib.detection.mid_gland import pull_posterior_median_to_mid_gland
+from LandmarkInitLib.detection.mirror_average import combine_views, mirror_array, unmirror_points
+from LandmarkInitLib.detection.model_card import ModelCard, ModelCardError, load_card
+from LandmarkInitLib.detection.preprocess import (
+    InvalidVolumeError,
+    check_volume,
+    prepare_input,
+    prepare_patches,
+    sitk_image,
+)
+from LandmarkInitLib.geometry import VolumeGeometry
+
+BACKENDS = ("onnx", "torchscript")
+BACKEND_CHOICES = ("auto", *BACKENDS)  # what users may ask for: "auto" = TorchScript if torch is importable, else ONNX
+# Wrong-modality flags (pipeline.py refuses a run when both volumes raise the other modality's flag).
+FLAG_NOT_ULTRASOUND = (
+    "volume does not look like B-mode ultrasound (values outside 0-255 or no zero background): "
+    "is this an MR volume given to the US model?"
+)
+FLAG_LOOKS_LIKE_ULTRASOUND = (
+    "volume looks like 8-bit ultrasound (0-255 with a zero background): is this a US volume given to the MR model?"
+)
+
+
+@dataclass
+class Detection:
+    labels: tuple[str, ...]
+    points_ras: np.ndarray  # L x 3
+    spread_mm: np.ndarray  # L (NaN where the method gives none)
+    modality: str
+    model: str
+    backend: str
+    seconds: dict = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    global_points_ras: np.ndarray | None = None  # two-stage detectors: the global stage's points
+
+    def as_dict(self) -> dict:
+        return {
+            "modality": self.modality,
+            "model": self.model,
+            "backend": self.backend,
+            "landmarks": [
+                {"label": lb, "ras": [float(v) for v in p], "spread_mm": None if np.isnan(s) else float(s)}
+                for lb, p, s in zip(self.labels, self.points_ras, self.spread_mm, strict=True)
+            ],
+            "flags": list(self.flags),
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        } | (
+            {}
+            if self.global_points_ras is None
+            else {"global_stage_ras": [[float(v) for v in p] for p in self.global_points_ras]}
+        )
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class NetworkSession:
+    """One exported network file (checksum-verified) on onnxruntime or TorchScript."""
+
+    def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
+        if backend == "auto":
+            backend = "torchscript" if torch_available() and "torchscript" in card.data["files"] else "onnx"
+        if backend not in BACKENDS:
+            raise ModelCardError(f"unknown backend {backend!r}: use onnx, torchscript or auto")
+        self.card, self.backend = card, backend
+        path = card.verified_weights(backend)
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+        else:
+            if not torch_available():
+                raise ModelCardError("the TorchScript backend needs torch; install it or use the ONNX backend")
+            import torch
+
+            if threads:
+                torch.set_num_threads(threads)
+            self._module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network input -> (coords, spread) as float64, batch dimension kept."""
+        if self.backend == "onnx":
+            coords, spread = self._session.run(None, {self._input: x})
+        else:
+            import torch
+
+            with torch.inference_mode():
+                coords, spread = (t.numpy() for t in self._module(torch.from_numpy(x)))
+        return np.asarray(coords, dtype=np.float64), np.asarray(spread, dtype=np.float64)
+
+
+class VolumeDetector:
+    """Entry points shared by the detectors: numpy + geometry, SimpleITK image, file, Slicer node."""
+
+    card: ModelCard
+    backend: str
+
+    def detection(self, points_ras, spread_mm, seconds: dict) -> Detection:
+        card = self.card
+        return Detection(card.landmarks, points_ras, spread_mm, card.modality, card.name, self.backend, seconds)
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        raise NotImplementedError
+
+    def detect(self, volume) -> Detection:
+        """Detect in a SimpleITK image, a Slicer scalar volume node, or a volume file (path)."""
+        if hasattr(volume, "GetImageData"):
+            return self.detect_node(volume)
+        if hasattr(volume, "GetDimension"):
+            return self.detect_image(volume)
+        if isinstance(volume, (str, os.PathLike)):
+            return self.detect_file(volume)
+        raise InvalidVolumeError(f"cannot detect landmarks in a {type(volume).__name__}: give an image or a volume")
+
+    def detect_image(self, image) -> Detection:
+        """Detect in a SimpleITK image (LPS geometry converted to RAS)."""
+        import SimpleITK as sitk
+
+        if image.GetDimension() != 3:
+            raise InvalidVolumeError(f"the image is {image.GetDimension()}-D; landmark detection needs a 3-D volume")
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InvalidVolumeError("the image has several components per voxel; give a scalar volume")
+        return self.detect_array(
+            sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
+        )
+
+    def detect_file(self, path) -> Detection:
+        import SimpleITK as sitk
+
+        from LandmarkInitLib.errors import LandmarkFileError
+
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            raise LandmarkFileError(f"{path} could not be read as an image ({str(e).splitlines()[0][:120]})") from None
+        return self.detect_image(image)
+
+    def detect_node(self, volume_node) -> Detection:
+        """Detect in a Slicer scalar volume node (its own IJK-to-RAS; parent transforms are not applied)."""
+        import slicer
+
+        return self.detect_array(
+            slicer.util.arrayFromVolume(volume_node).astype(np.float32), VolumeGeometry.from_volume_node(volume_node)
+        )
+
+
+class StageNetwork:
+    """A network of one stage ("global" or "local"), opened from a card of that stage."""
+
+    stage = ""
+
+    def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
+        if card.stage != self.stage:
+            raise ModelCardError(
+                f"{card.path} is a {card.stage} model card, not a {self.stage} one; open_detector() opens any card"
+            )
+        self.network = NetworkSession(card, backend, threads)
+        self.card, self.backend = card, self.network.backend
+
+
+class LandmarkDetector(StageNetwork, VolumeDetector):
+    """A global (whole-volume) detector."""
+
+    stage = "global"
+
+    @classmethod
+    def from_card(cls, card_path, backend: str = "onnx", threads: int | None = None) -> LandmarkDetector:
+        return cls(load_card(card_path), backend, threads)
+
+    def run_network(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        coords, spread = self.network.run(x)
+        return coords[0], spread[0]
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        """Detect in a volume given as numpy [k, j, i] with its geometry (RAS)."""
+        check_volume(array)
+        t0 = time.perf_counter()
+        x, grid_geometry = prepare_input(
+            sitk_image(array, geometry), geometry, self.card.grid, self.card.modality, self.card.normalization
+        )
+        t1 = time.perf_counter()
+        coords, spread = self.run_network(x)
+        t2 = time.perf_counter()
+        points = self.card.grid.grid_mm_to_ras(grid_geometry, coords)
+        detection = self.detection(
+            points, spread, {"preprocess": t1 - t0, "inference": t2 - t1, "total": time.perf_counter() - t0}
+        )
+        detection.flags = quality_flags(self.card, array, geometry, detection)
+        return detection
+
+
+class LocalRefiner(StageNetwork):
+    """A local refinement stage: one patch per landmark on the card's fine grid, centred on the landmark's
+    current estimate; the network's answer for landmark i in patch i (patch grid mm) is mapped back to RAS."""
+
+    stage = "local"
+
+    @property
+    def trained_offset_mm(self) -> float:
+        return float(self.card.data.get("training", {}).get("max_offset_mm", np.inf))
+
+    def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
+        """(SimpleITK image, its RAS geometry, L x 3 starting points) -> (L x 3 refined RAS points, L spreads)."""
+        grid = self.card.grid
+        x, patches = prepare_patches(image, geometry, grid, points_ras, self.card.modality, self.card.normalization)
+        coords, spread = self.network.run(x)
+        refined = np.array([grid.grid_mm_to_ras(g, c[None])[0] for g, c in zip(patches, coords, strict=True)])
+        return refined, spread
+
+
+class LocalEnsemble:
+    """Several local refiners run on the same starting points; the answer is their mean. The spread is the RMS
+    radius of the pooled answers: members' spreads and their disagreement both count."""
+
+    def __init__(self, cards: list[ModelCard], backend: str = "onnx", threads: int | None = None):
+        self.members = [LocalRefiner(card, backend, threads) for card in cards]
+        self.backend = self.members[0].backend
+
+    @property
+    def trained_offset_mm(self) -> float:
+        """The largest start-to-landmark distance any member was trained for (a specialist trained on small
+        offsets may sit beside a generalist: beyond the generalist's range no member has seen such a start)."""
+        return max(m.trained_offset_mm for m in self.members)
+
+    @property
+    def spread_limit_card(self) -> ModelCard:
+        """The member card whose QA spread limit applies (the most tolerant one: the pooled spread is larger)."""
+        return max(self.members, key=lambda m: m.card.data.get("qa", {}).get("spread_limit_mm", 0.0)).card
+
+    def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
+        answers = [m.refine(image, geometry, points_ras) for m in self.members]
+        return combine_views([p for p, _ in answers], [s for _, s in answers])
+
+
+class TwoStageDetector(VolumeDetector):
+    """Global detector, then ``iterations`` passes of local refinement (one model or an ensemble), each
+    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height and
+    toward the axis plane (the volume's sagittal plane through the gland axis). If the card says
+    ``mirror_average``, all of that also runs on the volume's left-right mirror image and the two answers are
+    averaged (detection/mirror_average.py)."""
+
+    def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
+        if card.stage != "two-stage":
+            raise ModelCardError(f"{card.path} is a {card.stage} model card, not a two-stage detector")
+        self.card = card
+        self.global_stage = LandmarkDetector(card.stage_card("global"), backend, threads)
+        self.local_stage = LocalEnsemble(card.stage_cards("local"), backend, threads)
+        self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
+        self.mid_gland_weight = card.mid_gland_weight
+        self.axis_plane_weight = card.axis_plane_weight
+        self.mirror_average = card.mirror_average
+        self.backend = self.global_stage.backend
+
+    def run_stages(self, array: np.ndarray, geometry: VolumeGeometry):
+        """One view: (global Detection, refined L x 3 RAS points, their spreads, seconds in global, in local)."""
+        t0 = time.perf_counter()
+        coarse = self.global_stage.detect_array(array, geometry)
+        t1 = time.perf_counter()
+        image = sitk_image(array, geometry)
+        points, spread = coarse.points_ras, coarse.spread_mm
+        for _ in range(self.iterations):
+            points, spread = self.local_stage.refine(image, geometry, points)
+        points = pull_posterior_median_to_mid_gland(points, self.mid_gland_weight)
+        points = shrink_posterior_median_to_axis_plane(points, geometry.direction_ras[:, 0], self.axis_plane_weight)
+        return coarse, points, spread, t1 - t0, time.perf_counter() - t1
+
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
+        coarse, points, spread, t_global, t_local = self.run_stages(array, geometry)
+        if self.mirror_average:
+            coarse_m, points_m, spread_m, tg, tl = self.run_stages(mirror_array(array), geometry)
+            points, spread = combine_views([points, unmirror_points(points_m, geometry)], [spread, spread_m])
+            coarse = self.global_stage.detection(
+                *combine_views(
+                    [coarse.points_ras, unmirror_points(coarse_m.points_ras, geometry)],
+                    [coarse.spread_mm, coarse_m.spread_mm],
+                ),
+                {},
+            )
+            coarse.flags = quality_flags(self.global_stage.card, array, geometry, coarse)
+            t_global, t_local = t_global + tg, t_local + tl
+        coarse_points, coarse_flags = coarse.points_ras, coarse.flags
+        detection = self.detection(points, spread, {"global": t_global, "local": t_local, "total": t_global + t_local})
+        detection.global_points_ras = coarse_points
+        detection.flags = quality_flags(self.local_stage.spread_limit_card, array, geometry, detection)
+        detection.flags += [f"global stage: {f}" for f in coarse_flags if "spread" in f]
+        moved = np.linalg.norm(points - coarse_points, axis=1)
+        for label, distance in zip(self.card.landmarks, moved, strict=True):
+            if distance > self.local_stage.trained_offset_mm:
+                detection.flags.append(
+                    f"{label}: local refinement moved the global estimate by {distance:.1f} mm, more than the "
+                    f"{self.local_stage.trained_offset_mm:g} mm it was trained for (unreliable global estimate)"
+                )
+        return detection
+
+
+def open_detector(card, backend: str = "onnx", threads: int | None = None) -> VolumeDetector:
+    """The detector a model card (path or ModelCard) describes: global or two-stage."""
+    card = card if isinstance(card, ModelCard) else load_card(card)
+    if card.stage == "two-stage":
+        return TwoStageDetector(card, backend, threads)
+    if card.stage == "local":
+        raise ModelCardError(
+            f"{card.path} is a local refinement model: it needs starting points; use the two-stage card that names it"
+        )
+    return LandmarkDetector(card, backend, threads)
+
+
+def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, detection: Detection) -> list[str]:
+    """Reasons not to trust a detection: a spread beyond what validation cases showed, a point outside the
+    volume, or a volume whose intensities do not look like the model's modality."""
+    flags = []
+    limit = card.data.get("qa", {}).get("spread_limit_mm")
+    for label, s, inside in zip(
+        detection.labels, detection.spread_mm, geometry.contains_ras(detection.points_ras), strict=True
+    ):
+        if limit is not None and not np.isnan(s) and s > limit:
+            flags.append(f"{label}: heatmap spread {s:.1f} mm exceeds {limit:.1f} mm (low confidence)")
+        if not inside:
+            flags.append(f"{label}: detected outside the volume")
+    looks_us = float(array.min()) >= 0.0 and float(array.max()) <= 255.0 and float(np.mean(array == 0)) > 0.05
+    if card.modality == "us" and not looks_us:
+        flags.append(FLAG_NOT_ULTRASOUND)
+    if card.modality == "mr" and looks_us and float(np.mean(array == 0)) > 0.2:
+        flags.append(FLAG_LOOKS_LIKE_ULTRASOUND)
+    return flags

@@ -1,0 +1,62 @@
+"""Volumes in and out of the MRML scene through Slicer's own volumes logic and storage nodes.
+
+Reading keeps the file's true geometry: NRRD and NIfTI headers (flipped, oblique, anisotropic) become the
+node's IJK-to-RAS matrix exactly (see geometry.VolumeGeometry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from LandmarkInitLib.errors import LandmarkFileError
+from LandmarkInitLib.io.output_files import write_with_storage_node
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def load_volume(context, path, name: str | None = None, *, labelmap: bool = False):
+    """Load a 3-D volume file as a scalar (or label map) volume node."""
+    import vtk
+
+    path = Path(path)
+    if not path.exists():
+        raise LandmarkFileError(f"volume file {path} does not exist")
+    if not path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise LandmarkFileError(f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
+    node_name = name or path.name.split(".")[0]
+    options = 1 if labelmap else 0  # bit 0 of the archetype loading options: label map
+    node = context.volumes_logic.AddArchetypeVolume(str(path), node_name, options, vtk.vtkStringArray())
+    if node is None or node.GetImageData() is None:
+        raise LandmarkFileError(f"{path} could not be read as a volume (is the file complete and 3-D?)")
+    dims = node.GetImageData().GetDimensions()
+    if min(dims) < 2:
+        context.scene.RemoveNode(node)
+        raise LandmarkFileError(f"{path} is not a 3-D volume (size {dims}); load a 3-D image")
+    return node
+
+
+def image_from_volume_node(node):
+    """A SimpleITK image (LPS geometry) with the voxels and the node's own IJK-to-RAS geometry; a parent transform
+    of the node is not applied. The voxels are copied: the node is never modified."""
+    import SimpleITK as sitk
+    import slicer
+
+    from LandmarkInitLib.geometry import VolumeGeometry
+
+    if node is None or node.GetImageData() is None:
+        raise LandmarkFileError("the volume node has no image data; load a volume first")
+    image = sitk.GetImageFromArray(slicer.util.arrayFromVolume(node).copy())
+    VolumeGeometry.from_volume_node(node).apply_to_sitk_image(image)
+    return image
+
+
+def save_volume(context, node, path, *, force: bool = False) -> Path:
+    """Write a volume node with Slicer's volume archetype storage node (format from the extension)."""
+    import slicer
+
+    path = Path(path)
+    if not path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise LandmarkFileError(f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetWriteFileFormat(path.name.split(".", 1)[1])
+    return write_with_storage_node(context, storage, node, path, force=force, what="volume")

@@ -1,0 +1,241 @@
+"""`landmarkinit run` for one MR/US pair: read -> initialize (detect both, fit) -> QA -> (optional intensity
+refinement) -> the files of io.output_files.RUN_FILES in the output folder: both landmark sets (Slicer markups),
+MR_to_US (with --refine, the refined one, and the landmark transform beside it), the review figure and HTML page,
+and report.json last, whose presence marks a complete result.
+
+Every file is written under a temporary name and renamed, so an interrupted run leaves no half-written file,
+and an existing result is refused unless ``force``. Input files are only read.
+"""
+
+from __future__ import annotations
+
+import html
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from LandmarkInitLib import __version__
+from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
+from LandmarkInitLib.io.output_files import (
+    LANDMARK_TRANSFORM_FILE,
+    MR_LANDMARKS_FILE,
+    REPORT_HTML_FILE,
+    REPORT_JSON_FILE,
+    REPORT_PNG_FILE,
+    RUN_FILES,
+    TRANSFORM_FILE,
+    US_LANDMARKS_FILE,
+)
+from LandmarkInitLib.pipeline.initialize import DEFAULT_WEIGHTING, Detectors, initialize
+from LandmarkInitLib.pipeline.quality import QualityReport, assess, features, load_thresholds
+from LandmarkInitLib.pipeline.report import CONVENTION
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    matrix: np.ndarray
+    landmark_matrix: np.ndarray
+    quality: QualityReport
+    report: dict
+
+
+def read_image(path, what: str):
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise LandmarkFileError(f"{what} volume {path} does not exist")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise LandmarkFileError(f"{what} volume {path} could not be read ({str(e).splitlines()[0][:120]})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise LandmarkFileError(f"{what} volume {path} is not a 3-D scalar image")
+    return image
+
+
+def check_output_dir(output_dir: Path, force: bool) -> None:
+    existing = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if existing and not force:
+        raise LandmarkFileError(
+            f"{output_dir} already holds results ({', '.join(existing)}); choose another --output-dir or pass --force"
+        )
+
+
+def _model_info(detector) -> dict:
+    """Which models ran: card, method, and the sha256 of every weights file behind it (both stages)."""
+    card = detector.card
+    cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
+    return {
+        "card": str(card.path),
+        "name": card.name,
+        "method": card.data.get("method"),
+        "backend": detector.backend,
+        "posterior_median_mid_gland": card.mid_gland_weight,
+        "posterior_median_axis_plane": card.axis_plane_weight,
+        "mirror_average": card.mirror_average,
+        "weights": [
+            {"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()
+        ],
+    }
+
+
+def overlap_fraction(matrix, mr_image, us_image, step: int = 4) -> float:
+    """Fraction of the US fan (every ``step``-th voxel) that the MR volume covers once mapped by ``matrix``."""
+    import SimpleITK as sitk
+
+    from LandmarkInitLib.fit.landmark_fit import apply_transform
+    from LandmarkInitLib.geometry import VolumeGeometry
+
+    us = sitk.GetArrayFromImage(us_image)[::step, ::step, ::step]
+    k, j, i = np.nonzero(us > 0)
+    if k.size == 0:
+        return 0.0
+    points = VolumeGeometry.from_sitk_image(us_image).ijk_to_ras_points(np.stack([i, j, k], axis=1) * step)
+    in_mr = apply_transform(np.linalg.inv(matrix), points)
+    return float(VolumeGeometry.from_sitk_image(mr_image).contains_ras(in_mr).mean())
+
+
+def run_case(
+    mr_path,
+    us_path,
+    output_dir,
+    *,
+    detectors: Detectors | None = None,
+    weighting: str = DEFAULT_WEIGHTING,
+    refine: bool = False,
+    qa_thresholds: dict | None = None,
+    force: bool = False,
+    figure: bool = True,
+) -> RunResult:
+    from LandmarkInitLib.fit.intensity import register_rigid_mi
+    from LandmarkInitLib.io.markups import write_landmarks
+    from LandmarkInitLib.io.output_files import atomic_output
+    from LandmarkInitLib.io.scene import create_context
+    from LandmarkInitLib.io.transforms import create_transform_node, save_transform
+    from LandmarkInitLib.landmarks import LandmarkSet
+    from LandmarkInitLib.pipeline.overlay_figure import write_overlay_png
+    from LandmarkInitLib.pipeline.report import write_json
+
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(output_dir, force)
+    mr_image, us_image = read_image(mr_path, "MR"), read_image(us_path, "US")
+    detectors = detectors or Detectors.open()
+    thresholds = load_thresholds() if qa_thresholds is None else qa_thresholds
+
+    init = initialize(mr_image, us_image, detectors, weighting=weighting)
+    quality = assess(
+        features(init, us_image),
+        thresholds,
+        [f"MR: {f}" for f in init.mr.flags] + [f"US: {f}" for f in init.us.flags],
+    )
+    if overlap_fraction(init.matrix, mr_image, us_image) == 0.0:
+        raise LandmarkInitError(
+            "after the fit the MR volume does not overlap the US field of view at all: the detections are wrong "
+            "or the two volumes do not belong to the same patient/session; check the inputs (nothing was written)"
+        )
+    matrix, refinement = init.matrix, None
+    if refine:
+        refinement = register_rigid_mi(mr_image, us_image, init.matrix)
+        matrix = refinement.matrix
+    t_compute = time.perf_counter() - t0
+
+    context = create_context()
+    try:
+        write_landmarks(
+            context, LandmarkSet(init.mr.labels, init.mr.points_ras), output_dir / MR_LANDMARKS_FILE, "mr", force=True
+        )
+        write_landmarks(
+            context, LandmarkSet(init.us.labels, init.us.points_ras), output_dir / US_LANDMARKS_FILE, "us", force=True
+        )
+        save_transform(context, create_transform_node(context.scene, matrix), output_dir / TRANSFORM_FILE, force=True)
+        if refine:
+            node = create_transform_node(context.scene, init.matrix, name="MR_to_US_landmarks")
+            save_transform(context, node, output_dir / LANDMARK_TRANSFORM_FILE, force=True)
+    finally:
+        context.clear()
+    rows = {"landmarks": init.matrix} | ({"landmarks + MI refinement": matrix} if refine else {})
+    if figure:
+        with atomic_output(output_dir / REPORT_PNG_FILE, force=True) as tmp:
+            write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows)
+    report = {
+        "software": {"landmarkinit": __version__, "python": platform.python_version()},
+        "inputs": {"mr": str(mr_path), "us": str(us_path)},
+        "convention": CONVENTION,
+        "matrix": np.round(matrix, 12).tolist(),
+        "landmark_matrix": np.round(init.matrix, 12).tolist(),
+        "fit": {
+            "weighting": weighting,
+            "weights": [float(w) for w in init.weights],
+            "residuals_mm": [float(r) for r in init.fit.residuals],
+            "rms_mm": float(init.fit.rms),
+            "conditioning": float(init.fit.conditioning),
+        },
+        "refinement": None
+        if refinement is None
+        else {
+            "method": "SimpleITK rigid, Mattes mutual information, US fan mask, 2 levels",
+            "metric": refinement.metric,
+            "iterations": refinement.iterations,
+            "stop": refinement.stop,
+            "seconds": refinement.seconds,
+        },
+        "mr": init.mr.as_dict(),
+        "us": init.us.as_dict(),
+        "models": {"mr": _model_info(detectors.mr), "us": _model_info(detectors.us)},
+        "quality": quality.as_dict(),
+        "seconds": {**{k: round(v, 4) for k, v in init.seconds.items()}, "compute_total": round(t_compute, 4)},
+        "files": [name for name in RUN_FILES if name != LANDMARK_TRANSFORM_FILE or refine],
+        "synthetic_models": "detectors trained on a synthetic phantom; check every result",
+    }
+    with atomic_output(output_dir / REPORT_HTML_FILE, force=True) as tmp:
+        tmp.write_text(render_html(report, figure), encoding="utf-8")
+    report["seconds"]["total_with_files"] = round(time.perf_counter() - t0, 4)
+    write_json(report, output_dir / REPORT_JSON_FILE, force=True)
+    return RunResult(output_dir, matrix, init.matrix, quality, report)
+
+
+def render_html(report: dict, figure: bool) -> str:
+    esc = html.escape
+    q = report["quality"]
+    status = "REVIEW RECOMMENDED" if q["review_recommended"] else "no quality flag raised"
+    rows = []
+    for modality in ("mr", "us"):
+        for lm in report[modality]["landmarks"]:
+            spread = "-" if lm["spread_mm"] is None else f"{lm['spread_mm']:.1f}"
+            ras = ", ".join(f"{v:.1f}" for v in lm["ras"])
+            rows.append(
+                f"<tr><td>{modality.upper()}</td><td>{esc(lm['label'])}</td><td>{ras}</td><td>{spread}</td></tr>"
+            )
+    residuals = ", ".join(f"{r:.2f}" for r in report["fit"]["residuals_mm"])
+    flags = "".join(f"<li>{esc(f)}</li>" for f in q["flags"]) or "<li>none</li>"
+    matrix = "<br>".join(" ".join(f"{v:9.4f}" for v in row) for row in report["matrix"])
+    picture = (
+        f'<p><img src="{REPORT_PNG_FILE}" alt="checkerboard overlays"><br>Rows: identity, landmark transform'
+        + (", landmarks + MI refinement" if report["refinement"] else "")
+        + ". Columns: planes normal to the US volume's K, J, I axes through the US landmarks. Checkerboard of US "
+        "and MR (16 mm squares); orange crosses: US landmarks, blue: MR landmarks mapped into US.</p>"
+        if figure
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>LandmarkInit report</title></head><body>
+<h1>LandmarkInit: MR-to-US initialization</h1>
+<p>MR: {esc(report["inputs"]["mr"])}<br>US: {esc(report["inputs"]["us"])}</p>
+<h2>Quality: {status}</h2><ul>{flags}</ul>
+<h2>Landmarks (RAS mm)</h2>
+<table border="1" cellpadding="3"><tr><th>volume</th><th>landmark</th><th>RAS</th><th>spread (mm)</th></tr>
+{"".join(rows)}</table>
+<p>Fit residuals (mm): {residuals}; RMS {report["fit"]["rms_mm"]:.2f} mm; conditioning
+{report["fit"]["conditioning"]:.2f}; weighting {esc(report["fit"]["weighting"])}.</p>
+<h2>MR_to_US (MR RAS to US RAS)</h2><pre>{matrix}</pre>
+{picture}
+<p><small>{esc(report["synthetic_models"])}. LandmarkInit {esc(report["software"]["landmarkinit"])}.</small></p>
+</body></html>
+"""

@@ -1,0 +1,389 @@
+"""Research ``landmarkinit`` commands: ``phantom`` (synthetic data), ``train`` / ``export`` / ``two-stage`` (building
+detectors), ``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4) and ``experiment`` (a recorded recipe of
+those steps). Registered with the ``landmarkinit`` command through the ``landmarkinit.commands`` entry point
+(pyproject.toml); torch and MONAI are imported only by the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from LandmarkInitLib.cli import EXIT_OK, CommandGroup
+from LandmarkInitLib.cli import options as shared
+from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.landmarks import MODALITIES
+from LandmarkInitResearch.training.methods import METHODS
+
+
+def cmd_phantom(args) -> int:
+    if args.preview is not None:
+        from LandmarkInitLib.io.output_files import check_writable
+        from LandmarkInitResearch.phantom.preview import write_preview
+
+        if args.output is None or args.output.suffix.lower() != ".png":
+            raise LandmarkInitError("--preview needs --output FILE.png")
+        check_writable(args.output, args.force)
+        print(f"wrote {write_preview(args.preview, args.output)}")
+        return EXIT_OK
+    if args.output is None:
+        raise LandmarkInitError("--output DIR is required")
+    from LandmarkInitResearch.phantom.anatomy import RECTUM_LATERAL_MAX_MM
+    from LandmarkInitResearch.phantom.case import PhantomOptions
+    from LandmarkInitResearch.phantom.generator import generate_dataset
+
+    if not 0.0 <= args.partial_fraction <= 1.0:
+        raise LandmarkInitError("--partial-fraction must be between 0 and 1")
+    if not 0.0 <= args.rectum_lateral <= RECTUM_LATERAL_MAX_MM:
+        raise LandmarkInitError(f"--rectum-lateral must be between 0 and {RECTUM_LATERAL_MAX_MM:g} mm")
+    summary = generate_dataset(
+        args.output,
+        args.count,
+        args.seed,
+        workers=args.workers,
+        start=args.start,
+        options=PhantomOptions(
+            probe=args.probe, partial_fraction=args.partial_fraction, rectum_lateral_mm=args.rectum_lateral
+        ),
+        force=args.force,
+        progress=not args.quiet,
+    )
+    times = summary["seconds_per_case"]
+    mean = f", {sum(times) / len(times):.1f} s per case" if times else ""
+    print(
+        f"{args.output}: {len(summary['written'])} cases written, {summary['skipped_existing']} already present{mean}"
+    )
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    try:
+        from LandmarkInitResearch.training.train import TrainConfig, train
+    except ImportError as e:
+        raise LandmarkInitError(f"training needs torch and MONAI ({e}); run `make setup` in the repository") from None
+    cfg = TrainConfig(
+        data=str(args.data[0]) if len(args.data) == 1 else [str(d) for d in args.data],
+        modality=args.modality,
+        method=args.method,
+        output=str(args.output),
+        val_data=str(args.val_data) if args.val_data else None,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        seed=args.seed,
+        channels=args.channels,
+        reg_weight=args.reg_weight,
+        augment=not args.no_augment,
+        max_cases=args.max_cases,
+        max_offset_mm=args.max_offset,
+        init_weights=str(args.init_weights) if args.init_weights else None,
+        threads=args.threads,
+        grid_shape=args.grid_shape,
+        grid_spacing_mm=args.grid_spacing,
+    )
+    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"{args.output}: best validation MRE {result['best_val_mre_mm']:.2f} mm")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    try:
+        from LandmarkInitResearch.training.export import export_run
+    except ImportError as e:
+        raise LandmarkInitError(f"export needs torch and onnx ({e}); run `make setup` in the repository") from None
+    card = export_run(args.run, args.output, name=args.name, force=args.force)
+    print(f"wrote {card} with {card.with_suffix('.onnx').name} and {card.with_suffix('.pt').name}")
+    return EXIT_OK
+
+
+def cmd_two_stage(args) -> int:
+    from LandmarkInitResearch.training.two_stage_card import write_two_stage_card
+
+    card = write_two_stage_card(
+        args.global_card,
+        args.local_cards,
+        args.output,
+        iterations=args.iterations,
+        mid_gland_weight=args.mid_gland,
+        axis_plane_weight=args.axis_plane,
+        mirror_average=args.mirror_average,
+        name=args.name,
+        force=args.force,
+    )
+    print(f"wrote {card}")
+    return EXIT_OK
+
+
+def cmd_evaluate_detectors(args) -> int:
+    from LandmarkInitResearch.evaluation.detector_accuracy import evaluate_cards, write_report
+
+    results = evaluate_cards(
+        args.models, args.data, progress=not args.quiet, backend=args.backend, threads=args.threads
+    )
+    report = write_report(results, args.output_dir, data_description=args.description or "")
+    print(report.read_text())
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    from LandmarkInitLib.pipeline.quality import load_thresholds
+    from LandmarkInitResearch.evaluation.initialization_accuracy import calibrate_qa, evaluate, write_report
+
+    rows = evaluate(
+        args.data,
+        mr_card=args.mr_model,
+        us_card=args.us_model,
+        workers=args.workers,
+        progress=not args.quiet,
+        backend=args.backend,
+        threads=args.threads,
+    )
+    if args.calibrate_qa:
+        thresholds = calibrate_qa(rows, args.calibrate_qa, source=str(args.data))
+        source = f"thresholds calibrated on these cases, written to {args.calibrate_qa}"
+    else:
+        thresholds = load_thresholds(args.qa_thresholds)
+        source = f"thresholds from {args.qa_thresholds or 'the shipped Resources/Models/qa_thresholds.json'}"
+    report = write_report(
+        rows, args.output_dir, description=args.description or "", qa_thresholds=thresholds, qa_source=source
+    )
+    print(report.read_text())
+    return EXIT_OK
+
+
+def cmd_experiment(args) -> int:
+    from LandmarkInitResearch.experiments.runner import load_experiment, run_experiment
+
+    experiment = load_experiment(args.file, args.work_dir, dict(args.set or []))
+    if args.dry_run:
+        for step in experiment.steps:
+            print(f"{step.name}: landmarkinit {' '.join(step.argv)}")
+        return EXIT_OK
+    log = run_experiment(experiment, only=args.only, progress=not args.quiet)
+    print(f"{experiment.name}: {len(log['steps'])} steps done in {args.work_dir} (log: experiment_log.json)")
+    return EXIT_OK
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=VALUE")
+    return key, value
+
+
+def add_commands(sub) -> list[tuple[str, str]]:
+    listed = []
+
+    def command(name, summary, description, parents=()):
+        listed.append((name, summary))
+        return sub.add_parser(name, description=description, parents=list(parents))
+
+    p = command(
+        "phantom",
+        "generate synthetic paired prostate MR/TRUS cases with exact ground truth",
+        "Generate synthetic (not patient) paired prostate MR and transrectal US volumes with gland masks, the three "
+        "landmarks and the ground-truth MR-to-US transform, one folder per case (mr.nrrd, us.nrrd, mr_gland.nrrd, "
+        "us_gland.nrrd, mr_landmarks.mrk.json, us_landmarks.mrk.json, mr_to_us.h5, case.json). The same seed gives "
+        "the same cases, whatever --workers. With --preview CASE_DIR, write a montage PNG of a case instead.",
+        [shared.workers(), shared.force(), shared.quiet()],
+    )
+    p.add_argument("--count", type=int, default=1, help="number of cases to generate (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the dataset (default 0)")
+    p.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="index of the first case (case_<INDEX>); to extend a dataset (default 0)",
+    )
+    p.add_argument(
+        "--output", "-o", type=Path, metavar="PATH", help="output folder for the cases, or the PNG file with --preview"
+    )
+    p.add_argument(
+        "--probe",
+        choices=("mixed", "end-fire", "side-fire"),
+        default="mixed",
+        help="TRUS probe type: end-fire, side-fire, or mixed (half each, default)",
+    )
+    p.add_argument(
+        "--partial-fraction",
+        type=float,
+        default=0.15,
+        metavar="F",
+        help="fraction of cases with the probe aimed off the gland, so that part of it (often a landmark) is outside "
+        "the US field of view (default 0.15)",
+    )
+    p.add_argument(
+        "--rectum-lateral",
+        type=float,
+        default=4.0,
+        metavar="MM",
+        help="largest lateral offset of the rectum (and the TRUS probe in it) from the gland's mid-sagittal plane "
+        "(default 4, the anatomical range; wider ranges make training data in which the rectum does not predict "
+        "the posterior median)",
+    )
+    p.add_argument(
+        "--preview",
+        type=Path,
+        metavar="CASE_DIR",
+        help="write a montage of MR and US slices through each landmark of CASE_DIR to --output PNG",
+    )
+    p.set_defaults(func=cmd_phantom)
+
+    p = command(
+        "train",
+        "train a landmark detector (torch, MONAI) on a phantom dataset",
+        "Train one detector for one modality. Methods (Fang et al. 2023, Table 1): dsnt (U-Net + DSNT), dsnt-var "
+        "(+ variance regularization), dsnt-dist (+ distance-map regularization), regression (fully connected "
+        "coordinate head), heatmap (Gaussian heatmap matching). Runs on CPU or GPU; launch with torchrun for "
+        "DistributedDataParallel on several processes or nodes. Global-to-local (Noothout et al. 2020): g2l-global "
+        "(patch regression + classification FCNN on the whole volume); local refinement on fine patches around each "
+        "landmark: g2l-local (the same FCNN) or dsnt-local (U-Net + DSNT with distance-map regularization). Combine "
+        "a global and a local model with `landmarkinit two-stage`.",
+        [shared.threads(), shared.quiet()],
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="training dataset folder(s) (landmarkinit phantom layout); the cases of several folders are pooled",
+    )
+    p.add_argument("--val-data", type=Path, help="validation dataset folder (default: the last 15%% of --data)")
+    p.add_argument("--modality", required=True, choices=MODALITIES)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--output", required=True, type=Path, metavar="RUN", help="run folder (checkpoints, curve, config)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-4; default 1e-3)")
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant (default) or cosine annealing to zero over the epochs",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64, 128], help="U-Net / encoder widths")
+    p.add_argument("--reg-weight", type=float, help="lambda_2 of the regularizer (default: the paper's value)")
+    p.add_argument("--grid-shape", type=int, nargs=3, metavar=("I", "J", "K"), help="model grid size in voxels")
+    p.add_argument("--grid-spacing", type=float, metavar="MM", help="model grid spacing in mm")
+    p.add_argument("--max-cases", type=int, help="use only the first N training cases")
+    p.add_argument(
+        "--max-offset",
+        type=float,
+        default=10.0,
+        metavar="MM",
+        help="local methods: largest distance of a training patch centre from its landmark (default 10)",
+    )
+    p.add_argument("--no-augment", action="store_true", help="no spatial or intensity augmentation")
+    p.add_argument(
+        "--init-weights",
+        type=Path,
+        metavar="RUN_PT_OR_CARD",
+        help="fine-tune: start from the weights of another run (its best.pt), a checkpoint, or an exported model "
+        "card (.json, e.g. a shipped stage: its TorchScript file), with a fresh optimizer and schedule; the network "
+        "(method, grid, channels) must be the same",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = command(
+        "export",
+        "export a training run to ONNX + TorchScript + model card",
+        "Write OUTPUT.onnx, OUTPUT.pt (TorchScript) and OUTPUT.json (model card with checksums, grid, normalization, "
+        "training data and validation metrics) from the best checkpoint of RUN; checks that both exports agree with "
+        "torch.",
+        [shared.force()],
+    )
+    p.add_argument("run", type=Path, help="training run folder")
+    p.add_argument(
+        "--output", required=True, type=Path, help="output path without extension, e.g. Resources/Models/us_landmarks"
+    )
+    p.add_argument("--name", help="model name recorded in the card (default: the output name)")
+    p.set_defaults(func=cmd_export)
+
+    p = command(
+        "two-stage",
+        "combine a global detector and local refinement models into one two-stage model card",
+        "Write a model card that runs GLOBAL on the whole volume, then LOCAL on fine patches around each landmark's "
+        "estimate (--iterations passes; several LOCAL cards are an ensemble whose answers are averaged). "
+        "`landmarkinit detect --model CARD` runs it.",
+        [shared.force()],
+    )
+    p.add_argument("--global", dest="global_card", required=True, type=Path, help="model card of the global stage")
+    p.add_argument(
+        "--local", dest="local_cards", required=True, type=Path, nargs="+", help="model card(s) of the local stage"
+    )
+    p.add_argument("--output", required=True, type=Path, help="two-stage model card to write (.json)")
+    p.add_argument("--iterations", type=int, default=2, help="local refinement passes (default 2)")
+    p.add_argument(
+        "--mid-gland",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="pull the posterior median W (0-1) of the way to mid-gland height, halfway between the detected apex "
+        "and bladder neck (default 0: off)",
+    )
+    p.add_argument(
+        "--axis-plane",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="then move the posterior median W (0-1) of its distance toward the plane through the detected apex -> "
+        "bladder-neck axis parallel to the volume's sagittal (J-K) direction: shrinks its left-right offset "
+        "(default 0: off)",
+    )
+    p.add_argument(
+        "--mirror-average",
+        action="store_true",
+        help="also detect on the volume's left-right mirror image (first index axis) and average the two answers: "
+        "twice the detection time, exactly mirror-symmetric results",
+    )
+    p.add_argument("--name", help="model name recorded in the card (default: the output name)")
+    p.set_defaults(func=cmd_two_stage)
+
+    p = command(
+        "evaluate-detectors",
+        "Table 1: detector accuracy on held-out cases",
+        "Run exported detectors (model cards) on a held-out dataset and write MRE +- SD per modality and landmark, "
+        "SDR at 2/2.5/3/4 mm, Wilcoxon tests, box plots and a markdown table to OUTPUT_DIR.",
+        [shared.output_dir(), shared.runtime(), shared.quiet()],
+    )
+    p.add_argument("--models", required=True, nargs="+", type=Path, help="model cards to evaluate")
+    p.add_argument("--data", required=True, type=Path, help="held-out dataset folder")
+    p.add_argument("--description", help="a line describing the data, put in the report")
+    p.set_defaults(func=cmd_evaluate_detectors)
+
+    p = command(
+        "evaluate",
+        "Tables 2-4: initialization methods compared on held-out cases (SRE, Dice, rotation, TRE, QA rates)",
+        "On a dataset with ground truth (phantom layout), run identity, moments, MI registration, ground-truth "
+        "landmarks, detected landmarks (plain, spread-weighted, + MI refinement) on every case and write "
+        "registration.md / .json and box plots to OUTPUT_DIR. --calibrate-qa chooses the quality-control thresholds "
+        "on these cases (use validation data) and writes them to JSON.",
+        [shared.output_dir(), shared.models(), shared.runtime(default_threads=1), shared.workers(), shared.quiet()],
+    )
+    p.add_argument("--data", required=True, type=Path, help="dataset folder (phantom layout)")
+    p.add_argument("--calibrate-qa", type=Path, metavar="JSON", help="choose QA thresholds on these cases, write them")
+    p.add_argument("--qa-thresholds", type=Path, metavar="JSON", help="QA thresholds to assess (default: shipped)")
+    p.add_argument("--description", help="data description for the report")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = command(
+        "experiment",
+        "run a recorded experiment: its data, training, model cards and evaluations, resumable",
+        "Run the steps of an experiment file (JSON, see docs/research.md) in WORK_DIR: each step is a landmarkinit "
+        "command; a step whose outputs exist is skipped, so an interrupted experiment resumes. --set NAME=VALUE "
+        "overrides a variable of the file (e.g. epochs for a quick run).",
+        [shared.quiet()],
+    )
+    p.add_argument("file", type=Path, help="experiment file (.json)")
+    p.add_argument("--work-dir", required=True, type=Path, help="folder for the experiment's data, runs and results")
+    p.add_argument("--set", type=_key_value, action="append", metavar="NAME=VALUE", help="override a variable")
+    p.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (and nothing they need is rerun)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.set_defaults(func=cmd_experiment)
+    return listed
+
+
+COMMANDS = CommandGroup("research commands (outside Slicer; training needs torch and MONAI)", add_commands)

@@ -1,0 +1,142 @@
+"""Training data: phantom cases (dataset layout) -> model-grid inputs and grid-mm targets.
+
+Inputs go through exactly the inference preprocessing (detection.preprocess.prepare_input). Spatial
+augmentation moves the model grid itself (rotation up to ``max_rotation_deg``, shift up to ``max_shift_mm``), so
+the landmarks never need resampling: their grid-mm targets follow from the moved grid's geometry. Intensity
+augmentation uses MONAI transforms on the normalized input. Each sample's randomness depends only on
+(seed, epoch, index), whatever the number of processes.
+
+Samples are (input, grid-mm targets of all landmarks, channel): channel is -1 for whole-volume detectors, and for
+local refinement the landmark the patch was centred near (the only output trained on that sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from LandmarkInitLib.detection.model_grid import ModelGrid
+from LandmarkInitLib.detection.preprocess import prepare_input, prepare_patches
+from LandmarkInitLib.geometry import VolumeGeometry
+from LandmarkInitLib.io.datasets import PairedCase
+from LandmarkInitLib.landmarks import LANDMARK_LABELS
+
+
+@dataclass
+class LoadedVolume:
+    name: str
+    image: object  # SimpleITK image
+    geometry: VolumeGeometry
+    landmarks_ras: np.ndarray  # L x 3
+
+
+def load_volumes(cases: list[PairedCase], modality: str, progress: bool = False) -> list[LoadedVolume]:
+    import SimpleITK as sitk
+    from tqdm import tqdm
+
+    out = []
+    for case in tqdm(cases, desc=f"loading {modality}", disable=not progress, unit="case"):
+        image = sitk.Cast(sitk.ReadImage(str(case.images[modality])), sitk.sitkFloat32)
+        out.append(
+            LoadedVolume(
+                case.name,
+                image,
+                VolumeGeometry.from_sitk_image(image),
+                case.landmarks(modality).ordered(LANDMARK_LABELS),
+            )
+        )
+    return out
+
+
+class LandmarkDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        volumes: list[LoadedVolume],
+        grid: ModelGrid,
+        modality: str,
+        *,
+        augment: bool = False,
+        seed: int = 0,
+        max_rotation_deg: float = 8.0,
+        max_shift_mm: float = 6.0,
+    ):
+        self.volumes, self.grid, self.modality = volumes, grid, modality
+        self.augment, self.seed = augment, seed
+        self.max_rotation_deg, self.max_shift_mm = max_rotation_deg, max_shift_mm
+        self.epoch = 0
+        self._intensity = _intensity_augmentation() if augment else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.volumes)
+
+    def __getitem__(self, index):
+        v = self.volumes[index]
+        pose = None
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.augment:
+            pose = random_rotation(rng, self.max_rotation_deg)
+            pose[:3, 3] = rng.uniform(-self.max_shift_mm, self.max_shift_mm, 3)
+        x, grid_geometry = prepare_input(v.image, v.geometry, self.grid, self.modality, pose=pose)
+        x = torch.from_numpy(x[0])
+        if self._intensity is not None:
+            self._intensity.set_random_state(seed=int(rng.integers(2**31)))
+            x = torch.as_tensor(self._intensity(x), dtype=torch.float32)
+        target = self.grid.ras_to_grid_mm(grid_geometry, v.landmarks_ras)
+        return x, torch.as_tensor(target, dtype=torch.float32), -1
+
+
+def random_rotation(rng, max_deg: float) -> np.ndarray:
+    axis = rng.normal(size=3)
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(rng.uniform(0.0, max_deg))).as_matrix()
+    return pose
+
+
+class LocalPatchDataset(LandmarkDataset):
+    """Patches on the (fine) local grid, one per case and landmark, centred at the true landmark plus a random
+    offset (uniform direction, radius uniform up to ``max_offset_mm``): the errors a global stage leaves.
+    Offsets are drawn for validation too (fixed, as the epoch stays 0) so that validation measures refinement."""
+
+    def __init__(self, volumes, grid, modality, *, augment=False, seed=0, max_rotation_deg=8.0, max_offset_mm=10.0):
+        super().__init__(volumes, grid, modality, augment=augment, seed=seed, max_rotation_deg=max_rotation_deg)
+        self.max_offset_mm = max_offset_mm
+        self.n_landmarks = len(LANDMARK_LABELS)
+
+    def __len__(self):
+        return len(self.volumes) * self.n_landmarks
+
+    def __getitem__(self, index):
+        v = self.volumes[index // self.n_landmarks]
+        channel = index % self.n_landmarks
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        direction = rng.normal(size=3)
+        offset = direction / np.linalg.norm(direction) * rng.uniform(0.0, self.max_offset_mm)
+        pose = random_rotation(rng, self.max_rotation_deg) if self.augment else None
+        x, (geometry,) = prepare_patches(
+            v.image, v.geometry, self.grid, v.landmarks_ras[channel] + offset, self.modality, poses=[pose]
+        )
+        x = torch.from_numpy(x[0])
+        if self._intensity is not None:
+            self._intensity.set_random_state(seed=int(rng.integers(2**31)))
+            x = torch.as_tensor(self._intensity(x), dtype=torch.float32)
+        target = self.grid.ras_to_grid_mm(geometry, v.landmarks_ras)
+        return x, torch.as_tensor(target, dtype=torch.float32), channel
+
+
+def _intensity_augmentation():
+    from monai.transforms import Compose, RandAdjustContrast, RandGaussianNoise, RandScaleIntensity, RandShiftIntensity
+
+    return Compose(
+        [
+            RandScaleIntensity(factors=0.15, prob=0.8),
+            RandShiftIntensity(offsets=0.05, prob=0.5),
+            RandAdjustContrast(gamma=(0.75, 1.35), prob=0.5),
+            RandGaussianNoise(std=0.03, prob=0.5),
+        ]
+    )

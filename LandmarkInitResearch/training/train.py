@@ -1,0 +1,377 @@
+"""`landmarkinit train`: one detector per (modality, method), CPU or GPU, single process or torchrun (DDP).
+
+Run folder: config.json (every setting and the data used), last.pt (resume: weights, optimizer, epoch, history),
+best.pt (weights with the lowest validation MRE), history.json, curve.png. Checkpoints hold tensors and plain
+containers only and are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from LandmarkInitLib.detection.model_card import load_card
+from LandmarkInitLib.detection.model_grid import ModelGrid
+from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.io.datasets import open_dataset
+from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitResearch.training.data import LandmarkDataset, LocalPatchDataset, load_volumes
+from LandmarkInitResearch.training.dsnt import (
+    distance_map_regularization,
+    dsnt,
+    euclidean_loss,
+    gaussian_targets,
+    variance_regularization,
+)
+from LandmarkInitResearch.training.methods import LOCAL_METHODS, METHODS
+from LandmarkInitResearch.training.networks import build_model
+from LandmarkInitResearch.training.patch_votes import patch_vote_loss
+
+# Model grids: coarse whole-volume grids sized for CPU training (see docs/research.md), and the fine patches of
+# the local refinement (32 mm at the phantoms' native 0.8 mm).
+DEFAULT_GRIDS = {"mr": ModelGrid((48, 48, 40), 2.0), "us": ModelGrid((48, 48, 48), 2.2)}
+DEFAULT_LOCAL_GRIDS = {"mr": ModelGrid((40, 40, 40), 0.8), "us": ModelGrid((40, 40, 40), 0.8)}
+HEATMAP_PEAK_WEIGHT = 100.0
+# Fang et al. 2023, section 3.1: lambda_2 for the variance and the distance-map regularizers.
+PAPER_LAMBDAS = {
+    ("mr", "dsnt-var"): 5e-4,
+    ("us", "dsnt-var"): 2e-3,
+    ("mr", "dsnt-dist"): 5e-3,
+    ("us", "dsnt-dist"): 1e-2,
+    ("mr", "dsnt-local"): 5e-3,
+    ("us", "dsnt-local"): 1e-2,
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str | list[str]  # one dataset folder, or several whose cases are pooled for training
+    modality: str
+    method: str
+    output: str
+    val_data: str | None = None
+    val_fraction: float = 0.15
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": annealed to 0 over the epochs
+    seed: int = 0
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    grid_shape: list[int] | None = None
+    grid_spacing_mm: float | None = None
+    reg_weight: float | None = None  # lambda_2; None = the paper's value for the method and modality
+    sigma_t_voxels: float = 1.0
+    heatmap_sigma_voxels: float = 2.0
+    augment: bool = True
+    max_cases: int | None = None
+    threads: int | None = None
+    max_offset_mm: float = 10.0  # local methods: largest distance of the patch centre from the landmark
+    init_weights: str | None = None  # fine-tuning: start from these weights (run folder: its best.pt)
+
+    @property
+    def local(self) -> bool:
+        return self.method in LOCAL_METHODS
+
+    def grid(self) -> ModelGrid:
+        default = (DEFAULT_LOCAL_GRIDS if self.local else DEFAULT_GRIDS)[self.modality]
+        shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
+        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm)
+
+    def lambda2(self) -> float:
+        if self.reg_weight is not None:
+            return self.reg_weight
+        return PAPER_LAMBDAS.get((self.modality, self.method), 0.0)
+
+
+def _distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return world, rank
+
+
+def data_folders(cfg: TrainConfig) -> list[str]:
+    return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+
+
+def _split(cfg: TrainConfig):
+    train_cases = [case for folder in data_folders(cfg) for case in open_dataset(folder)]
+    if cfg.max_cases:
+        train_cases = train_cases[: cfg.max_cases]
+    if cfg.val_data:
+        val_cases = open_dataset(cfg.val_data)
+    else:
+        n_val = max(1, int(round(len(train_cases) * cfg.val_fraction)))
+        if len(train_cases) - n_val < 1:
+            raise LandmarkInitError(f"{cfg.data} holds {len(train_cases)} case(s): too few to split off validation")
+        train_cases, val_cases = train_cases[:-n_val], train_cases[-n_val:]
+    return train_cases, val_cases
+
+
+def select_channels(model_out, target, channel):
+    """Local refinement: keep, per sample, only the output and target of the landmark its patch is centred near."""
+    if channel is None or bool((channel < 0).all()):
+        return model_out, target
+    rows = torch.arange(len(channel))
+    coords, spread, maps = model_out
+    if isinstance(maps, tuple):
+        maps = tuple(m[rows, channel][:, None] for m in maps)
+    elif maps is not None:
+        maps = maps[rows, channel][:, None]
+    return (coords[rows, channel][:, None], spread[rows, channel][:, None], maps), target[rows, channel][:, None]
+
+
+def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid, model=None):
+    coords, _, maps = model_out
+    if cfg.method in ("g2l-global", "g2l-local"):
+        return patch_vote_loss(model_out, target, model.centres, model.cell_mm)
+    if cfg.method == "heatmap":
+        # L2 to Gaussian targets (Payer 2016), weighted towards the peaks: a landmark's Gaussian covers ~0.03% of
+        # the grid, and an unweighted L2 let the network settle on an all-zero map (38 mm MRE on validation).
+        gauss = gaussian_targets(target, axes, cfg.heatmap_sigma_voxels * grid.spacing_mm)
+        return ((maps - gauss) ** 2 * (1.0 + HEATMAP_PEAK_WEIGHT * gauss)).mean() * 100.0
+    loss = euclidean_loss(coords, target)
+    if cfg.method == "dsnt-var":
+        _, var = dsnt(maps, axes)
+        loss = loss + cfg.lambda2() * variance_regularization(var, grid, cfg.sigma_t_voxels)
+    elif cfg.method in ("dsnt-dist", "dsnt-local"):
+        loss = loss + cfg.lambda2() * distance_map_regularization(maps, target, axes)
+    return loss
+
+
+def _initial_weights(path) -> dict:
+    """Weights to fine-tune from: a checkpoint file, a run folder (its best.pt), or an exported model card (.json,
+    e.g. a shipped stage in Resources/Models: the network inside its TorchScript file, checksum-checked). The
+    architecture must match (same method, grid and channels): load_state_dict refuses anything else."""
+    path = Path(path)
+    path = path / "best.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise LandmarkInitError(
+            f"--init-weights: {path} does not exist (give a run folder, a .pt checkpoint or a model card .json)"
+        )
+    if path.suffix == ".json":
+        return _card_weights(path)
+    state = torch.load(path, weights_only=True)
+    return state["model"] if "model" in state else state
+
+
+def _card_weights(card_path: Path) -> dict:
+    card = load_card(card_path)
+    if card.stage == "two-stage":
+        raise LandmarkInitError(
+            f"--init-weights: {card_path} is a two-stage card; give the card of the stage to fine-tune"
+        )
+    ts_path = card.verified_weights("torchscript")
+    # The exported module is ExportWrapper/LocalExportWrapper around the trained network (attribute "model").
+    # TorchScript also saves the non-persistent buffers (grid axes), which a checkpoint leaves out: kept here,
+    # they are checked against the new run's own in _load_initial_weights.
+    state = torch.jit.load(str(ts_path), map_location="cpu").state_dict()
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def _load_initial_weights(model, path) -> None:
+    state = _initial_weights(path)
+    persistent = model.state_dict().keys()
+    buffers = dict(model.named_buffers())
+    for key in [k for k in state if k not in persistent and k in buffers]:
+        if buffers[key].shape != state[key].shape or not torch.allclose(buffers[key], state[key]):
+            raise RuntimeError(f"buffer {key} (the model grid) differs")
+        del state[key]
+    model.load_state_dict(state)
+
+
+@torch.no_grad()
+def evaluate_mre(model, loader) -> tuple[float, np.ndarray]:
+    model.eval()
+    errors = []
+    for x, target, channel in loader:
+        (coords, _, _), target = select_channels(model(x), target, channel)
+        errors.append(torch.linalg.vector_norm(coords - target, dim=-1).numpy())
+    errors = np.concatenate(errors)
+    return float(errors.mean()), errors
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    if cfg.method not in METHODS:
+        raise LandmarkInitError(f"unknown method {cfg.method!r}: use one of {', '.join(METHODS)}")
+    if cfg.modality not in ("mr", "us"):
+        raise LandmarkInitError(f"unknown modality {cfg.modality!r}: use mr or us")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise LandmarkInitError(f"unknown learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
+    world, rank = _distributed()
+    out = Path(cfg.output)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / "last.pt").exists() and not resume:
+            raise LandmarkInitError(
+                f"{out} already holds a training run; pass --resume to continue it or choose another --output"
+            )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    grid = cfg.grid()
+    train_cases, val_cases = _split(cfg)
+    dataset, extra = (LocalPatchDataset, {"max_offset_mm": cfg.max_offset_mm}) if cfg.local else (LandmarkDataset, {})
+    train_set = dataset(
+        load_volumes(train_cases, cfg.modality, progress and rank == 0),
+        grid,
+        cfg.modality,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        **extra,
+    )
+    val_set = dataset(
+        load_volumes(val_cases, cfg.modality, progress and rank == 0), grid, cfg.modality, seed=cfg.seed, **extra
+    )
+    sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=cfg.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+        drop_last=len(train_set) > cfg.batch_size,
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size)
+
+    model = build_model(cfg.method, grid, len(LANDMARK_LABELS), cfg.channels)
+    axes = (
+        (model.ax_x, model.ax_y, model.ax_z)
+        if hasattr(model, "ax_x")
+        else tuple(torch.tensor(grid.axis_mm(a), dtype=torch.float32) for a in range(3))
+    )
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history, start_epoch, best = [], 0, float("inf")
+    if cfg.init_weights and not (resume and (out / "last.pt").exists()):
+        try:
+            _load_initial_weights(model, cfg.init_weights)
+        except RuntimeError as e:
+            raise LandmarkInitError(
+                f"--init-weights {cfg.init_weights}: that network does not match this run's method, grid and "
+                f"channels ({str(e).splitlines()[0]})"
+            ) from None
+    if resume and (out / "last.pt").exists():
+        state = torch.load(out / "last.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch, best = state["history"], state["epoch"] + 1, state["best_mre"]
+        generator.set_state(state["loader_rng"])
+    if rank == 0:
+        (out / "config.json").write_text(
+            json.dumps(
+                {
+                    **asdict(cfg),
+                    "grid": grid.to_dict(),
+                    "lambda2": cfg.lambda2(),
+                    "world_size": world,
+                    "train_cases": [c.name for c in train_cases],
+                    "val_cases": [c.name for c in val_cases],
+                    "data_description": _describe_data(cfg.data)
+                    if isinstance(cfg.data, str)
+                    else [_describe_data(f) for f in cfg.data],
+                },
+                indent=1,
+            )
+        )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        if cfg.lr_schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * 0.5 * (1.0 + np.cos(np.pi * epoch / cfg.epochs))
+        train_set.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        losses = []
+        bar = tqdm(
+            train_loader,
+            desc=f"{cfg.modality}/{cfg.method} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress or rank != 0,
+            unit="batch",
+            leave=False,
+        )
+        for x, target, channel in bar:
+            outputs, target = select_channels(net(x), target, channel)
+            loss = compute_loss(cfg, outputs, target, axes, grid, model)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if rank == 0:
+            val_mre, _ = evaluate_mre(model, val_loader)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "train_batches": len(losses),  # on this process: each of world_size processes sees its share
+                "val_mre_mm": val_mre,
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(record)
+            if val_mre < best:
+                best = val_mre
+                torch.save({"model": model.state_dict(), "epoch": epoch + 1, "val_mre_mm": val_mre}, out / "best.pt")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best_mre": best,
+                    "loader_rng": generator.get_state(),
+                },
+                out / "last.pt",
+            )
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            plot_curve(history, out / "curve.png", f"{cfg.modality.upper()} {cfg.method}")
+            if progress:
+                print(
+                    f"{cfg.modality}/{cfg.method} epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
+                    f"val MRE {val_mre:.2f} mm ({record['seconds']:.0f} s)",
+                    flush=True,
+                )
+        if world > 1:
+            torch.distributed.barrier()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return {"history": history, "best_val_mre_mm": best, "output": str(out)}
+
+
+def _describe_data(path) -> dict:
+    meta = Path(path) / "dataset.json"
+    return json.loads(meta.read_text()) if meta.is_file() else {"path": str(path)}
+
+
+def plot_curve(history, path, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="#1f77b4", label="training loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss", color="#1f77b4")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h["val_mre_mm"] for h in history], "s-", color="#ff7f0e", label="validation MRE")
+    ax2.set_ylabel("validation MRE (mm)", color="#ff7f0e")
+    ax1.set_title(f"{title} (synthetic phantom)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
