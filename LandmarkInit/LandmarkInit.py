@@ -1,7 +1,7 @@
 """LandmarkInit: MR-to-ultrasound registration initialized from three prostate landmarks.
 
 The Slicer GUI only: every behaviour lives in the Qt-free LandmarkInitLib package beside this file (the session in
-LandmarkInitLib/workflow.py), which is tested outside Slicer on slicer-core. Imports here are what Slicer bundles;
+LandmarkInitLib/session.py), which is tested outside Slicer on slicer-core. Imports here are what Slicer bundles;
 onnxruntime is installed on first use, with the user's consent (LandmarkInitLib/dependencies.py).
 """
 

@@ -1,4 +1,4 @@
-"""Independent reference implementations of landmark fitting, for cross-checking registration.py."""
+"""Independent reference implementations of landmark fitting, for cross-checking fit/landmark_fit.py."""
 
 from __future__ import annotations
 

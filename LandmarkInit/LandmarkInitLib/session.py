@@ -372,7 +372,7 @@ class LandmarkSession:
         return rows
 
     def quality(self):
-        """QA of the current state (quality.py features with the current points and fit; detector flags)."""
+        """QA of the current state (pipeline/quality.py features with the current points and fit; detector flags)."""
         from LandmarkInitLib.io.volumes import image_from_volume_node
         from LandmarkInitLib.pipeline.quality import (
             assess,

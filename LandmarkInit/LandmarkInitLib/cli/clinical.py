@@ -12,6 +12,7 @@ from LandmarkInitLib.cli import EXIT_FAILURE, EXIT_OK, EXIT_REVIEW, CommandGroup
 from LandmarkInitLib.cli import options as shared
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.fit.landmark_fit import FIT_MODES
+from LandmarkInitLib.io.output_files import LANDMARK_TRANSFORM_FILE, RUN_FILES
 from LandmarkInitLib.landmarks import MODALITIES
 from LandmarkInitLib.pipeline.initialize import DEFAULT_WEIGHTING, WEIGHTINGS
 
@@ -182,7 +183,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "run",
         "MR + US in: landmarks, rigid MR-to-US transform, quality check and report out (one pair or many)",
         "Detect the three landmarks on the MR and the US volume, fit the rigid MR-to-US transform, check its quality "
-        "and write OUTPUT_DIR/{mr,us}_landmarks.mrk.json, mr_to_us.h5, report.json, report.html and report.png. "
+        f"and write {', '.join(name for name in RUN_FILES if name != LANDMARK_TRANSFORM_FILE)} to OUTPUT_DIR. "
         "With --cases, do it for every pair of a folder (dataset layout) or CSV (case,mr,us), one sub-folder per "
         "case, resuming where an interrupted batch stopped. Exit status 3: a result is flagged for review.",
         [shared.output_dir(), shared.models(), shared.runtime(default_threads=1), shared.workers()]

@@ -32,7 +32,7 @@ from LandmarkInitLib.geometry import VolumeGeometry
 
 BACKENDS = ("onnx", "torchscript")
 BACKEND_CHOICES = ("auto", *BACKENDS)  # what users may ask for: "auto" = TorchScript if torch is importable, else ONNX
-# Wrong-modality flags (pipeline.py refuses a run when both volumes raise the other modality's flag).
+# Wrong-modality flags (pipeline/initialize.py refuses a pair when both volumes raise the other modality's flag).
 FLAG_NOT_ULTRASOUND = (
     "volume does not look like B-mode ultrasound (values outside 0-255 or no zero background): "
     "is this an MR volume given to the US model?"

@@ -34,7 +34,7 @@ def unmirror_points(points_ras, geometry: VolumeGeometry) -> np.ndarray:
 
 def combine_views(points, spreads) -> tuple[np.ndarray, np.ndarray]:
     """(views x L x 3 RAS points, views x L spreads in mm) -> (mean points, pooled spread): the RMS of the views'
-    spreads and of their distances to the mean, as for an ensemble (detection/runtime.py, LocalEnsemble)."""
+    spreads and of their distances to the mean, as for an ensemble (detection/detectors.py, LocalEnsemble)."""
     points = np.asarray(points, dtype=np.float64)
     spreads = np.asarray(spreads, dtype=np.float64)
     mean = points.mean(axis=0)
