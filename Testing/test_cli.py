@@ -74,3 +74,19 @@ def test_run_passes_backend_and_threads_to_the_detectors(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["models"]["mr"]["backend"] == report["models"]["us"]["backend"] == "torchscript"
     assert report["mr"]["backend"] == "torchscript"
+
+
+def test_a_missing_optional_package_names_the_extra_to_install(tmp_path):
+    code = (
+        "import sys\n"
+        "sys.modules['scipy'] = None\n"  # as in an install without the research extra
+        "from LandmarkInitLib.cli import main\n"
+        f"sys.exit(main(['phantom', '--output', {str(tmp_path / 'd')!r}, '--quiet']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert (
+        r.stderr.strip()
+        == "landmarkinit phantom: error: this command needs scipy: pip install 'landmarkinit[research]'"
+    )
+    assert not (tmp_path / "d").exists()

@@ -27,21 +27,26 @@ def test_every_shipped_experiment_parses_into_valid_commands(path, tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_experiment_runs_end_to_end_and_resumes(tmp_path, capsys):
+def test_smoke_experiment_runs_end_to_end_and_resumes(tiny_dataset, tmp_path):
     work = tmp_path / "smoke"
+    (work / "data").mkdir(parents=True)
+    # the training data are the suite's tiny dataset (the same seed and count as the file's data_train step): that
+    # step finds its outputs and is skipped, as in a resumed experiment
+    (work / "data" / "train").symlink_to(tiny_dataset, target_is_directory=True)
     args = ["experiment", str(EXPERIMENTS / "smoke.json"), "--work-dir", str(work), "--quiet"]
-    assert main([*args, "--set", "epochs=1"]) == EXIT_OK
+    assert main([*args, "--set", "epochs=1", "--set", "test_cases=1"]) == EXIT_OK
     log = json.loads((work / LOG_FILE).read_text())
-    assert [s["status"] for s in log["steps"]] == ["ran"] * 8 and log["variables"]["epochs"] == "1"
+    assert [s["status"] for s in log["steps"]] == ["skipped: outputs present"] + ["ran"] * 7
+    assert log["variables"]["epochs"] == "1" and log["file_sha256"]
     card = load_card(work / "models" / "us_two-stage.json")
     assert card.stage == "two-stage" and (work / "results" / "detectors.md").is_file()
     results = json.loads((work / "results" / "detectors.json").read_text())["summary"]
-    assert results["us_two-stage"]["n_cases"] == 2
+    assert results["us_two-stage"]["n_cases"] == 1
     # run again: every step's outputs exist, nothing is redone
-    assert main([*args, "--set", "epochs=1"]) == EXIT_OK
+    assert main([*args, "--set", "epochs=1", "--set", "test_cases=1"]) == EXIT_OK
     log = json.loads((work / LOG_FILE).read_text())
     assert all(s["status"].startswith("skipped") for s in log["steps"])
-    # one step asked for again by name is redone only if its outputs are gone
+    # one step asked for by name is redone when its outputs are gone
     (work / "models" / "us_two-stage.json").unlink()
     assert main([*args, "--only", "two_stage"]) == EXIT_OK
     assert [s["name"] for s in json.loads((work / LOG_FILE).read_text())["steps"]] == ["two_stage"]

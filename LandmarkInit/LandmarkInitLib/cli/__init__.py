@@ -19,6 +19,11 @@ from LandmarkInitLib.errors import LandmarkInitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REVIEW = 0, 1, 2, 3
 ENTRY_POINT_GROUP = "landmarkinit.commands"
+# Packages of the optional extras (pyproject.toml), for a clear message when a command needs one that is missing.
+OPTIONAL_PACKAGES = {
+    **dict.fromkeys(("scipy", "matplotlib", "torch", "monai", "onnx"), "research"),
+    **dict.fromkeys(("trame", "trame_slicer"), "app"),
+}
 
 
 @dataclass(frozen=True)
@@ -73,4 +78,14 @@ def main(argv=None) -> int:
         return args.func(args)
     except LandmarkInitError as e:
         print(f"landmarkinit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModuleNotFoundError as e:
+        package = (e.name or "").split(".")[0]
+        if package not in OPTIONAL_PACKAGES:
+            raise
+        extra = OPTIONAL_PACKAGES[package]
+        print(
+            f"landmarkinit {args.command}: error: this command needs {package}: pip install 'landmarkinit[{extra}]'",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
