@@ -135,7 +135,7 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid, mod
         return patch_vote_loss(model_out, target, model.centres, model.cell_mm)
     if cfg.method == "heatmap":
         # L2 to Gaussian targets (Payer 2016), weighted towards the peaks: a landmark's Gaussian covers ~0.03% of
-        # the grid, and an unweighted L2 let the network settle on an all-zero map (38 mm MRE on validation).
+        # the grid, and an unweighted L2 let the network settle on an all-zero map (docs/history.md).
         gauss = gaussian_targets(target, axes, cfg.heatmap_sigma_voxels * grid.spacing_mm)
         return ((maps - gauss) ** 2 * (1.0 + HEATMAP_PEAK_WEIGHT * gauss)).mean() * 100.0
     loss = euclidean_loss(coords, target)
