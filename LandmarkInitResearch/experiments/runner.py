@@ -6,7 +6,8 @@ them, e.g. fewer epochs for a quick run) and ``steps``. A step is a landmarkinit
 list) with the ``outputs`` it must leave; ``{name}`` in either is replaced by a variable, ``{work}`` by the work
 folder and ``{models}`` by the shipped models folder. Steps run in order, each in its own process; a step whose
 outputs all exist is skipped, so an interrupted experiment resumes where it stopped. Every step is recorded in
-WORK/experiment_log.json (command, seconds, exit status, skipped or run); a failing step stops the experiment.
+WORK/experiment_log.json (command, seconds, exit status, skipped or run) and what it printed in WORK/logs/STEP.log; a
+failing step stops the experiment.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
 from LandmarkInitLib.resources import models_dir
 
 LOG_FILE = "experiment_log.json"
+STEP_LOGS = "logs"  # WORK/logs/STEP.log: what each step printed
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -120,15 +122,26 @@ def run_experiment(experiment: Experiment, *, only=None, progress: bool = True) 
             continue
         if progress:
             print(f"[{experiment.name}] {step.name}: landmarkinit {' '.join(step.argv)}", flush=True)
+        output = work_dir / STEP_LOGS / f"{step.name}.log"
+        output.parent.mkdir(exist_ok=True)
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "LandmarkInitLib.cli", *step.argv], cwd=work_dir)
-        record |= {"status": "ran", "exit": done.returncode, "seconds": round(time.perf_counter() - t0, 1)}
+        with output.open("w", encoding="utf-8") as out:
+            done = subprocess.run(
+                [sys.executable, "-m", "LandmarkInitLib.cli", *step.argv], cwd=work_dir, stdout=out, stderr=out
+            )
+        record |= {
+            "status": "ran",
+            "exit": done.returncode,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "output": str(output.relative_to(work_dir)),
+        }
         log["steps"].append(record)
         _write_log(work_dir, log)
         if done.returncode not in step.ok_exit:
+            last = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise LandmarkInitError(
-                f"step {step.name!r} failed (exit status {done.returncode}); fix it and run the experiment again: "
-                "finished steps are skipped"
+                f"step {step.name!r} failed (exit status {done.returncode}: {last[0]}); its output is in {output}. "
+                "Fix it and run the experiment again: finished steps are skipped"
             )
         missing = [o for o in step.outputs if not Path(o).exists()]
         if missing:
