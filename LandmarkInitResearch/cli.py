@@ -121,7 +121,7 @@ def cmd_evaluate_detectors(args) -> int:
         args.models, args.data, progress=not args.quiet, backend=args.backend, threads=args.threads
     )
     report = write_report(results, args.output_dir, data_description=args.description or "")
-    print(report.read_text())
+    print(report.read_text(encoding="utf-8"))
     return EXIT_OK
 
 
@@ -147,7 +147,7 @@ def cmd_evaluate(args) -> int:
     report = write_report(
         rows, args.output_dir, description=args.description or "", qa_thresholds=thresholds, qa_source=source
     )
-    print(report.read_text())
+    print(report.read_text(encoding="utf-8"))
     return EXIT_OK
 
 

@@ -23,14 +23,14 @@ def test_models_page_is_what_the_model_cards_give():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
-    text = page.read_text()
+    text = page.read_text(encoding="utf-8")
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
     missing = [t for t in targets if "://" not in t and not (page.parent / t).exists()]
     assert not missing, missing
 
 
 def test_readme_quotes_no_measured_figure():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     figures = re.findall(r"\d+(?:\.\d+)?\s*(?:mm|ms|%|s per|cases/min)\b", text)
     assert not figures, figures
 
@@ -45,6 +45,6 @@ def test_no_experiment_session_paths_in_the_tree():
         for f in files
         if not f.endswith((".onnx", ".pt", ".png", ".nrrd", ".h5", ".npz"))
         and (ROOT / f).is_file()
-        and SESSION_COPIES in (ROOT / f).read_text(errors="ignore")
+        and SESSION_COPIES in (ROOT / f).read_text(encoding="utf-8", errors="ignore")
     ]
     assert not offenders, offenders

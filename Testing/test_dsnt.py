@@ -146,3 +146,110 @@ def test_dsnt_exports_to_onnx_with_the_same_values(tmp_path):
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, atol=1e-5)
     np.testing.assert_allclose(got[0][0, 1], [3.0, 2.0, 1.0], atol=1e-5)
+
+
+# Independent numpy versions of the formulas, on random heatmaps (float64 throughout).
+X_MM, Y_MM, Z_MM = (GRID.axis_mm(a) for a in range(3))
+ZZ, YY, XX = np.meshgrid(Z_MM, Y_MM, X_MM, indexing="ij")  # (D, H, W) like the tensors
+
+
+def numpy_softmax(raw):
+    e = np.exp(raw - raw.max(axis=(2, 3, 4), keepdims=True))
+    return e / e.sum(axis=(2, 3, 4), keepdims=True)
+
+
+def numpy_moments(p):
+    grids = (XX, YY, ZZ)
+    mean = np.stack([(p * g).sum(axis=(2, 3, 4)) for g in grids], axis=-1)
+    var = np.stack(
+        [(p * (g - mean[..., a, None, None, None]) ** 2).sum(axis=(2, 3, 4)) for a, g in enumerate(grids)], axis=-1
+    )
+    return mean, var
+
+
+def test_grid_axes_are_float32_on_the_requested_device():
+    for axis, a in zip((X_MM, Y_MM, Z_MM), grid_axes(GRID), strict=True):
+        assert a.dtype == torch.float32
+        np.testing.assert_array_equal(a.numpy(), axis)
+    assert {a.device.type for a in grid_axes(GRID, device="meta")} == {"meta"}
+
+
+def test_softmax_moments_and_regularizers_match_numpy_on_random_heatmaps():
+    rng = np.random.default_rng(7)
+    raw = rng.normal(0.0, 2.0, (2, 3, *GRID.array_shape))
+    target = rng.normal(0.0, 3.0, (2, 3, 3))
+    p = numpy_softmax(raw)
+    h = spatial_softmax(torch.tensor(raw))
+    np.testing.assert_allclose(h.numpy(), p, rtol=1e-12)
+    axes = tuple(a.double() for a in grid_axes(GRID))
+    coords, var = dsnt(h, axes)
+    mean_np, var_np = numpy_moments(p)
+    np.testing.assert_allclose(coords.numpy(), mean_np, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(var.numpy(), var_np, rtol=1e-12, atol=1e-12)
+    dist = np.sqrt(
+        (XX - target[..., 0, None, None, None]) ** 2
+        + (YY - target[..., 1, None, None, None]) ** 2
+        + (ZZ - target[..., 2, None, None, None]) ** 2
+    )
+    expected = (p * dist).sum(axis=(2, 3, 4)).mean()
+    assert float(distance_map_regularization(h, torch.tensor(target), axes)) == pytest.approx(expected, rel=1e-9)
+    var_vox = var_np / GRID.spacing_mm**2
+    expected = ((var_vox - 1.5**2) ** 2).sum(axis=-1).mean()
+    assert float(variance_regularization(var, GRID, sigma_t_voxels=1.5)) == pytest.approx(expected, rel=1e-12)
+    assert float(variance_regularization(var, GRID)) == pytest.approx(((var_vox - 1.0) ** 2).sum(-1).mean(), rel=1e-12)
+
+
+def test_euclidean_loss_is_the_mean_distance_per_landmark():
+    pred = torch.tensor([[[3.0, 4.0, 0.0], [1.0, 1.0, 1.0]], [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])
+    target = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 3.0]], [[1.0, 2.0, 4.0], [0.0, 0.0, -6.0]]])
+    assert float(euclidean_loss(pred, target)) == pytest.approx((5.0 + 2.0 + 1.0 + 6.0) / 4)
+
+
+def test_gaussian_targets_exact():
+    target = np.array([[[1.0, 2.0, -1.0], [-2.5, 0.5, 2.0]]])
+    g = gaussian_targets(torch.tensor(target), tuple(a.double() for a in grid_axes(GRID)), sigma_mm=1.5)
+    for landmark, (tx, ty, tz) in enumerate(target[0]):
+        expected = np.exp(-((XX - tx) ** 2 + (YY - ty) ** 2 + (ZZ - tz) ** 2) / (2 * 1.5**2))
+        np.testing.assert_allclose(g[0, landmark].numpy(), expected, rtol=1e-12)
+
+
+def numpy_local_peak(raw, radius):
+    coords, spreads = np.zeros(raw.shape[:2] + (3,)), np.zeros(raw.shape[:2])
+    for b in range(raw.shape[0]):
+        for n in range(raw.shape[1]):
+            k, j, i = np.unravel_index(np.argmax(raw[b, n]), raw[b, n].shape)
+            window = (
+                (np.abs(XX - X_MM[i]) <= radius) & (np.abs(YY - Y_MM[j]) <= radius) & (np.abs(ZZ - Z_MM[k]) <= radius)
+            )
+            mass = np.where(window, np.maximum(raw[b, n], 0.0) + 1e-12, 0.0)
+            mass = mass / mass.sum()
+            mean = [(mass * g).sum() for g in (XX, YY, ZZ)]
+            coords[b, n] = mean
+            spreads[b, n] = np.sqrt(sum((mass * (g - m) ** 2).sum() for g, m in zip((XX, YY, ZZ), mean, strict=True)))
+    return coords, spreads
+
+
+@pytest.mark.parametrize("radius", [2.5, 4.0])
+def test_local_peak_expectation_matches_numpy(radius):
+    rng = np.random.default_rng(11)
+    raw = rng.normal(0.0, 1.0, (2, 3, *GRID.array_shape))
+    raw[0, 0, 3, 4, 5] = 9.0  # a peak in the far corner (k, j, i): the window is cut by the grid edge
+    raw[1, 2, 0, 0, 0] = 9.0  # and in the near corner
+    raw[0, 1, 2, 1, 3] = 9.0  # inside
+    coords, spread = local_peak_expectation(torch.tensor(raw), tuple(a.double() for a in grid_axes(GRID)), radius)
+    expected_coords, expected_spread = numpy_local_peak(raw, radius)
+    np.testing.assert_allclose(coords.numpy(), expected_coords, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(spread.numpy(), expected_spread, rtol=1e-9, atol=1e-9)
+
+
+def test_regularizers_stay_finite_where_the_distance_or_the_mass_is_zero():
+    axes = tuple(a.double() for a in grid_axes(GRID))
+    # all the mass on the target's own voxel: distance 0, kept off sqrt(0) (and its infinite gradient) by 1e-12
+    h = one_hot(1, 1, 1, dtype=torch.float64).requires_grad_(True)
+    loss = distance_map_regularization(h, torch.tensor([[[-3.0, -2.0, -1.0]]], dtype=torch.float64), axes)
+    assert loss.item() == pytest.approx(1e-6, rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(h.grad).all()
+    # a one-hot peak in a corner: the tiny mass added to the rest of its window keeps the spread positive and small
+    _, spread = local_peak_expectation(one_hot(5, 4, 3, dtype=torch.float64), axes, radius_mm=2.5)
+    assert 0 < float(spread[0, 0]) < 1e-4

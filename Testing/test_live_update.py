@@ -136,3 +136,71 @@ def test_weights_by_label(scene_setup):
         expected = fit_rigid(current(mr), current(us), weights=[0.2, 1.0, 1.0]).matrix
         np.testing.assert_allclose(transform_matrix(t), expected, atol=1e-12)
         assert not np.allclose(expected, fit_rigid(current(mr), current(us)).matrix, atol=1e-3)
+
+
+def test_state_before_the_first_update(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    live = LiveRegistration(mr, us, t, enabled=False)
+    assert live.result is None and live.labels == () and live.error is None and live.update_count == 0
+    assert live.residuals() == {} and live.attached
+    live.update()
+    assert live.update_count == 1 and live.labels == LANDMARK_LABELS
+    us.SetNthControlPointPosition(0, *(apply_transform(truth, MR[0]) + 1))  # not enabled: no re-fit
+    assert live.update_count == 1
+    live.update()
+    live.update()
+    assert live.update_count == 3
+    live.detach()
+
+
+def test_counts_only_successful_fits_and_reports_labels_in_the_expected_order(context):
+    # the MR points were placed in another order: the fit pairs them by label and reports the expected order
+    order = ("posterior_median", "apex", "bladder_neck")
+    shuffled = LandmarkSet(LANDMARK_LABELS, MR).ordered(order)
+    mr = create_landmarks_node(context.scene, LandmarkSet(order, shuffled), "mr")
+    us = create_landmarks_node(context.scene, LandmarkSet(LANDMARK_LABELS, MR + [0.0, 0.0, 1.0]), "us")
+    us.SetNthControlPointPosition(0, *(MR[0] + [0.0, 2.0, 1.0]))
+    t = create_transform_node(context.scene)
+    with LiveRegistration(mr, us, t) as live:
+        assert live.update_count == 1 and live.labels == LANDMARK_LABELS
+        expected = fit_rigid(MR, current(us))
+        assert list(live.residuals()) == list(LANDMARK_LABELS)
+        np.testing.assert_allclose(list(live.residuals().values()), expected.residuals, atol=1e-12)
+        us.RemoveNthControlPoint(2)  # unfittable: not counted
+        assert live.update_count == 1 and live.error is not None
+
+
+def test_an_extra_point_is_named_in_the_node_it_is_in(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    import vtk
+
+    with LiveRegistration(mr, us, t) as live:
+        mr.AddControlPoint(vtk.vtkVector3d(1.0, 2.0, 3.0), "verumontanum")
+        assert live.error == (
+            "markups 'MR landmarks': unknown label(s) verumontanum; expected exactly the labels apex, bladder_neck, "
+            "posterior_median"
+        )
+        mr.RemoveNthControlPoint(3)
+        us.AddControlPoint(vtk.vtkVector3d(1.0, 2.0, 3.0), "verumontanum")
+        assert live.error.startswith("markups 'US landmarks': unknown label(s) verumontanum")
+
+
+def test_any_labels_mode(context):
+    labels = ("p1", "p2", "p3", "p4")
+    x = np.array([[0.0, 0, 0], [30, 0, 0], [0, 40, 0], [0, 0, 50]])
+    truth = np.eye(4)
+    truth[:3, :3] = Rotation.from_euler("y", 30, degrees=True).as_matrix()
+    mr = create_landmarks_node(context.scene, LandmarkSet(labels, x), "mr")
+    us = create_landmarks_node(context.scene, LandmarkSet(labels[::-1], apply_transform(truth, x)[::-1]), "us")
+    t = create_transform_node(context.scene)
+    with LiveRegistration(mr, us, t, expected_labels=None) as live:
+        assert live.error is None and live.labels == labels  # the moving node's order
+        np.testing.assert_allclose(transform_matrix(t), truth, atol=1e-9)
+
+
+def test_labels_without_a_weight_weigh_one(scene_setup):
+    context, mr, us, t, truth = scene_setup
+    us.SetNthControlPointPosition(0, *(apply_transform(truth, MR[0]) + [0, 0, 5.0]))
+    with LiveRegistration(mr, us, t, weights={"apex": 0.25}):
+        expected = fit_rigid(current(mr), current(us), weights=[0.25, 1.0, 1.0]).matrix
+        np.testing.assert_allclose(transform_matrix(t), expected, atol=1e-12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,15 +11,26 @@ import pytest
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkLabelError, LockedPointError
 from LandmarkInitLib.io.markups import (
     create_landmarks_node,
+    find_point_index,
     landmarks_from_node,
     move_landmark,
     read_landmarks_file,
+    style_landmarks_node,
     update_landmarks_node,
     write_landmarks,
     write_landmarks_file,
 )
 from LandmarkInitLib.io.transforms import create_transform_node
-from LandmarkInitLib.landmarks import LANDMARK_LABELS, MODALITY_COLORS, LandmarkSet, match_landmarks
+from LandmarkInitLib.landmarks import (
+    LANDMARK_LABELS,
+    MODALITY_COLORS,
+    MODALITY_UNSELECTED_COLORS,
+    LandmarkSet,
+    check_modality,
+    landmark_by_label,
+    match_landmarks,
+    validate_labels,
+)
 
 POINTS = LandmarkSet(LANDMARK_LABELS, np.array([[1.5, -2.0, 3.25], [10.0, 20.0, -30.0], [-7.0, 8.0, 9.0]]))
 
@@ -194,3 +206,277 @@ def test_locked_points_stay_put(context):
     got = landmarks_from_node(node)
     np.testing.assert_array_equal(got.point("apex"), POINTS.point("apex"))
     np.testing.assert_array_equal(got.point("posterior_median"), [0, 0, 0])
+
+
+def exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+EXPECTED = "expected exactly the labels apex, bladder_neck, posterior_median"
+
+
+# --- labels and landmark sets (landmarks.py) -------------------------------------------------------------------------
+
+
+def test_landmark_set_normalizes_labels_and_points():
+    s = LandmarkSet(["a", "b"], [1, 2, 3, 4, 5, 6])  # a list and flat integers
+    assert s.labels == ("a", "b")
+    assert s.points_ras.dtype == np.float64 and s.points_ras.shape == (2, 3)
+    np.testing.assert_array_equal(s.point("b"), [4.0, 5.0, 6.0])
+    assert {k: list(v) for k, v in s.as_dict().items()} == {"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]}
+    m = LandmarkSet.from_mapping({"apex": (1, 2, 3), "bladder_neck": [4.5, 5, 6]})
+    assert m.labels == ("apex", "bladder_neck")
+    np.testing.assert_array_equal(m.points_ras, [[1, 2, 3], [4.5, 5, 6]])
+    assert m.points_ras.dtype == np.float64
+    with pytest.raises(LandmarkLabelError, match=exactly("2 labels for 1 points")):
+        LandmarkSet(("a", "b"), [1.0, 2.0, 3.0])
+    with pytest.raises(LandmarkLabelError, match=exactly("no landmark labelled 'c'; present: a, b")):
+        s.point("c")
+
+
+def test_landmark_and_modality_lookups():
+    assert landmark_by_label("bladder_neck").display_name == "Bladder neck"
+    with pytest.raises(KeyError) as e:
+        landmark_by_label("verumontanum")
+    assert e.value.args == ("verumontanum",)
+    assert check_modality("US") == "us"
+    with pytest.raises(ValueError, match=exactly("unknown modality 'CT': use one of mr, us")):
+        check_modality("CT")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (["apex", " ", "posterior_median"], "landmarks: a point has an empty label; label every point"),
+        (["apex", ""], "landmarks: a point has an empty label; label every point"),
+        (
+            ["b", "a", "b", "a", "c"],
+            "landmarks: duplicated label(s) a, b; each landmark must be placed exactly once",
+        ),
+        (["apex"], f"landmarks: missing bladder_neck, posterior_median; {EXPECTED}"),
+        (
+            ["apex", "x", "bladder_neck", "y"],
+            f"landmarks: unknown label(s) x, y; missing posterior_median; {EXPECTED}",
+        ),
+    ],
+)
+def test_validate_labels_exact_messages(labels, message):
+    with pytest.raises(LandmarkLabelError, match=exactly(message)):
+        validate_labels(labels)
+
+
+def test_match_landmarks_names_the_set_at_fault():
+    extra = LandmarkSet((*LANDMARK_LABELS, "verumontanum"), np.arange(12.0).reshape(4, 3))
+    with pytest.raises(
+        LandmarkLabelError, match=exactly(f"moving landmarks: unknown label(s) verumontanum; {EXPECTED}")
+    ):
+        match_landmarks(extra, POINTS)
+    with pytest.raises(
+        LandmarkLabelError, match=exactly(f"fixed landmarks: unknown label(s) verumontanum; {EXPECTED}")
+    ):
+        match_landmarks(POINTS, extra)
+    four = LandmarkSet(("p1", "p2", "p3", "p4"), np.eye(4, 3))
+    three = LandmarkSet(("p3", "p2", "p1"), np.eye(3))
+    for moving, fixed, parts in [
+        (four, three, "only in moving: p4; only in fixed: -"),
+        (three, four, "only in moving: -; only in fixed: p4"),
+    ]:
+        with pytest.raises(
+            LandmarkLabelError,
+            match=exactly(
+                f"the two landmark sets have different labels ({parts}); label matching points identically in both"
+            ),
+        ):
+            match_landmarks(moving, fixed, expected=None)
+    two_each = LandmarkSet(("p1", "p2", "p5", "p6"), np.eye(4, 3))
+    with pytest.raises(LandmarkLabelError, match=r"\(only in moving: p3, p4; only in fixed: p5, p6\)"):
+        match_landmarks(four, two_each, expected=None)
+    dup = LandmarkSet(("p1", "p1", "p2"), np.eye(3))
+    with pytest.raises(
+        LandmarkLabelError,
+        match=exactly("fixed landmarks: duplicated label(s) p1; each landmark must be placed exactly once"),
+    ):
+        match_landmarks(three, dup, expected=None)
+
+
+# --- nodes -----------------------------------------------------------------------------------------------------------
+
+
+def test_node_names_attributes_and_styling(context):
+    node = create_landmarks_node(context.scene, POINTS, "US")
+    assert node.GetName() == "US landmarks" and node.GetAttribute("LandmarkInit.Modality") == "us"
+    assert create_landmarks_node(context.scene, POINTS, "mr", "planning").GetName() == "planning"
+    # a node whose display node was deleted gets a new one, in the modality's colours
+    bare = context.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    context.scene.RemoveNode(bare.GetDisplayNode())
+    assert bare.GetDisplayNode() is None
+    style_landmarks_node(bare, "mr")
+    assert bare.GetAttribute("LandmarkInit.Modality") == "mr"
+    np.testing.assert_allclose(bare.GetDisplayNode().GetSelectedColor(), MODALITY_COLORS["mr"])
+    np.testing.assert_allclose(bare.GetDisplayNode().GetColor(), MODALITY_UNSELECTED_COLORS["mr"])
+
+
+def test_node_errors_exact(context):
+    with pytest.raises(LandmarkLabelError, match=exactly("no landmarks node given")):
+        landmarks_from_node(None)
+    node = create_landmarks_node(context.scene, POINTS, "mr")
+    with pytest.raises(
+        LandmarkLabelError, match=exactly("markups 'MR landmarks' has no point labelled 'verumontanum'")
+    ):
+        find_point_index(node, "verumontanum")
+    node.RemoveNthControlPoint(2)
+    with pytest.raises(
+        LandmarkLabelError, match=exactly(f"markups 'MR landmarks': missing posterior_median; {EXPECTED}")
+    ):
+        landmarks_from_node(node)
+    any_labels = landmarks_from_node(node, expected_labels=None)
+    assert any_labels.labels == ("apex", "bladder_neck")
+
+
+# --- files -----------------------------------------------------------------------------------------------------------
+
+
+def write_csv(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CSV_ROWS = "".join(f"{lb},{p[0]},{p[1]},{p[2]}\n" for lb, p in zip(POINTS.labels, POINTS.points_ras, strict=True))
+
+
+def test_csv_node_name_modality_and_label_check(context, tmp_path):
+    path = write_csv(tmp_path / "Case 7.CSV", "# coordinateSystem = RAS\nlabel,x,y,z\n" + CSV_ROWS)
+    node, landmarks = read_landmarks_file(context, path)
+    assert node.GetName() == "Case 7" and node.GetAttribute("LandmarkInit.Modality") is None
+    np.testing.assert_array_equal(landmarks_from_node(node).points_ras, POINTS.points_ras)
+    node, _ = read_landmarks_file(context, path, modality="us")
+    assert node.GetAttribute("LandmarkInit.Modality") == "us"
+    two = write_csv(tmp_path / "two.csv", "# coordinateSystem = RAS\nlabel,x,y,z\napex,1,2,3\nbladder_neck,4,5,6\n")
+    n_before = context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")
+    with pytest.raises(LandmarkLabelError, match=exactly(f"{two}: missing posterior_median; {EXPECTED}")):
+        read_landmarks_file(context, two)
+    assert context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == n_before
+    _, any_labels = read_landmarks_file(context, two, expected_labels=None)
+    assert any_labels.labels == ("apex", "bladder_neck")
+
+
+def test_csv_as_spreadsheets_write_it(context, tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; blank lines, extra columns and a second '=' in a comment are
+    allowed; Windows line ends too."""
+    text = (
+        "\ufeff# coordinateSystem = LPS\r\n# exported = 2026-01-05 = a Monday\r\n\r\n"
+        "Label, X, Y, Z, note\r\n"
+        + "".join(
+            f"{lb},{-p[0]},{-p[1]},{p[2]},from the plan\r\n\r\n"
+            for lb, p in zip(POINTS.labels, POINTS.points_ras, strict=True)
+        )
+    )
+    path = tmp_path / "excel.csv"
+    path.write_bytes(text.encode("utf-8"))
+    _, landmarks = read_landmarks_file(context, path)
+    assert landmarks.labels == LANDMARK_LABELS
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras)
+
+
+def test_csv_stated_and_requested_systems(context, tmp_path):
+    path = write_csv(tmp_path / "p.csv", "# coordinateSystem = LPS\nlabel,x,y,z\n" + CSV_ROWS)
+    _, landmarks = read_landmarks_file(context, path, csv_coordinate_system="lps")  # agrees: fine
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras * [-1, -1, 1])
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"{path} states coordinateSystem = LPS but RAS was requested; remove one of the two statements"),
+    ):
+        read_landmarks_file(context, path, csv_coordinate_system="ras")
+
+
+NO_SYSTEM = (
+    "{path} does not state its coordinate system; add a line '# coordinateSystem = RAS' (or LPS) or pass "
+    "--csv-coordinate-system"
+)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            "label,x,y,z\n" + CSV_ROWS,
+            NO_SYSTEM,
+        ),
+        (
+            "#XcoordinateSystem = RAS\nlabel,x,y,z\n" + CSV_ROWS,
+            NO_SYSTEM,
+        ),
+        (
+            "# coordinateSystem = LPS = RAS\nlabel,x,y,z\n" + CSV_ROWS,
+            "{path}: coordinate system 'LPS = RAS' unknown; use RAS or LPS",
+        ),
+        ("# coordinateSystem = RAS\n", "{path}: the first row must be the header 'label,x,y,z', got ''"),
+        (
+            "# coordinateSystem = RAS\nname, r,a,s\n",
+            "{path}: the first row must be the header 'label,x,y,z', got 'name,r,a,s'",
+        ),
+        ("# coordinateSystem = RAS\nlabel,x,y,z\n", "{path} has no landmark rows"),
+        (
+            "# coordinateSystem = RAS\nlabel,x,y,z\napex,1,2,3\nbladder_neck,4\n",
+            "{path}, row 3: expected label,x,y,z, got 'bladder_neck,4'",
+        ),
+        (
+            "# coordinateSystem = RAS\nlabel,x,y,z,note\napex,1,two,3,n\n",
+            "{path}, row 2: coordinates ['1', 'two', '3'] are not numbers",
+        ),
+    ],
+)
+def test_csv_errors_exact(context, tmp_path, content, message):
+    path = write_csv(tmp_path / "p.csv", content)
+    with pytest.raises(LandmarkFileError, match=exactly(message.format(path=path))):
+        read_landmarks_file(context, path)
+
+
+def test_markups_file_errors_exact_and_nothing_left_in_the_scene(context, tmp_path):
+    broken = tmp_path / "broken.mrk.json"
+    broken.write_text("{not json")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"{broken} could not be read as Slicer markups (is it a valid .mrk.json file?)"),
+    ):
+        read_landmarks_file(context, broken)
+    import vtk
+
+    curve = context.scene.AddNewNodeByClass("vtkMRMLMarkupsCurveNode", "c")
+    for i, label in enumerate(LANDMARK_LABELS):
+        curve.AddControlPoint(vtk.vtkVector3d(i, 2 * i, 0), label)
+    write_landmarks_file(context, curve, tmp_path / "c.mrk.json")
+    n_before = context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{tmp_path / 'c.mrk.json'} holds a vtkMRMLMarkupsCurveNode markup; landmarks must be a point list "
+            "(Fiducial)"
+        ),
+    ):
+        read_landmarks_file(context, tmp_path / "c.mrk.json")
+    assert context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode") == n_before  # the curve read is removed again
+    other = create_landmarks_node(context.scene, LandmarkSet(("p1", "p2", "p3"), np.eye(3)), "mr")
+    write_landmarks_file(context, other, tmp_path / "any.mrk.json")
+    node, landmarks = read_landmarks_file(context, tmp_path / "any.mrk.json", expected_labels=None)
+    assert landmarks.labels == ("p1", "p2", "p3") and node.GetAttribute("LandmarkInit.Modality") is None
+
+
+def test_writing_landmarks_exact_errors_and_no_temporary_node(context, tmp_path):
+    path = write_landmarks(context, POINTS, tmp_path / "us.mrk.json", "us")
+    assert context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == 0  # the temporary node is gone
+    node = create_landmarks_node(context.scene, POINTS, "us")
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"{path} already exists; choose another name or pass --force to overwrite it")
+    ):
+        write_landmarks_file(context, node, path)  # never overwrites unless asked
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"{tmp_path / 'us.json'}: landmarks are written as Slicer markups JSON; use a .mrk.json name"),
+    ):
+        write_landmarks_file(context, node, tmp_path / "us.json")
+    transform = create_transform_node(context.scene)
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"Slicer's markups writer could not write {tmp_path / 't.mrk.json'}")
+    ):
+        write_landmarks_file(context, transform, tmp_path / "t.mrk.json")

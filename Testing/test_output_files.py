@@ -3,6 +3,8 @@ half-written file and never touches the file it would have replaced."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError
@@ -79,3 +81,73 @@ def test_a_storage_node_that_fails_to_write_keeps_the_previous_file(context, tmp
         write_with_storage_node(context, storage, node, target, force=True, what="markups")
     assert folder_state(tmp_path) == {"points.mrk.json": b"previous"}
     assert storage.GetScene() is None  # the temporary storage node is removed from the scene again
+
+
+def exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.mark.parametrize(
+    "name, pattern",
+    [
+        ("mr_to_us.h5", r"\.mr_to_us\.tmp-[0-9a-f]{8}\.h5"),
+        ("us.mrk.json", r"\.us\.tmp-[0-9a-f]{8}\.mrk\.json"),
+        ("notes", r"\.notes\.tmp-[0-9a-f]{8}"),
+    ],
+)
+def test_the_temporary_file_is_hidden_beside_the_target_with_its_extension(tmp_path, name, pattern):
+    names = []
+    for _ in range(2):
+        with atomic_output(tmp_path / name, force=True) as tmp:
+            assert tmp.parent == tmp_path and re.fullmatch(pattern, tmp.name), tmp.name
+            names.append(tmp.name)
+            tmp.write_text("x")
+    assert names[0] != names[1]  # a fresh name each time
+    assert folder_state(tmp_path) == {name: b"x"}
+
+
+def test_refusals_are_exact_and_need_force_by_default(tmp_path):
+    (tmp_path / "a.json").write_text("keep")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"{tmp_path / 'a.json'} already exists; choose another name or pass --force to overwrite it"),
+    ):
+        check_writable(tmp_path / "a.json")
+    assert check_writable(str(tmp_path / "a.json"), force=True) == tmp_path / "a.json"
+    (tmp_path / "d").mkdir()
+    with pytest.raises(LandmarkFileError, match=exactly(f"{tmp_path / 'd'} is a directory; give a file name")):
+        check_writable(tmp_path / "d", force=True)
+    with pytest.raises(LandmarkFileError, match=exactly(f"folder {tmp_path / 'no'} does not exist; create it first")):
+        check_writable(tmp_path / "no" / "x.json")
+    with pytest.raises(LandmarkFileError, match=exactly(f"writing {tmp_path / 'b.json'} produced no file")):
+        with atomic_output(tmp_path / "b.json"):
+            pass
+
+
+def test_storage_node_writes_default_to_refusing_and_name_the_writer(context, tmp_path):
+    import slicer
+
+    node = context.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    target = tmp_path / "t.h5"
+    target.write_bytes(b"previous")
+    with pytest.raises(LandmarkFileError, match="already exists"):
+        write_with_storage_node(context, slicer.vtkMRMLTransformStorageNode(), node, target)
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"Slicer's file writer could not write {tmp_path / 'x.mrk.json'}")
+    ):
+        write_with_storage_node(context, slicer.vtkMRMLMarkupsJsonStorageNode(), node, tmp_path / "x.mrk.json")
+    assert folder_state(tmp_path) == {"t.h5": b"previous"}
+
+
+def test_the_storage_node_is_in_the_scene_while_it_writes(context, tmp_path):
+    import slicer
+
+    node = context.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    storage = slicer.vtkMRMLTransformStorageNode()
+    scenes = []
+    tag = storage.AddObserver("ModifiedEvent", lambda caller, event: scenes.append(caller.GetScene()))
+    written = write_with_storage_node(context, storage, node, str(tmp_path / "t.h5"))
+    storage.RemoveObserver(tag)
+    assert written == tmp_path / "t.h5" and (tmp_path / "t.h5").stat().st_size > 0
+    assert scenes and all(s is context.scene for s in scenes)  # SetFileName happened in the scene
+    assert storage.GetScene() is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,15 +18,18 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitLib.detection.detectors import Detection
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.errors import IntensityRegistrationError, LandmarkFileError, LandmarkInitError
 from LandmarkInitLib.fit.intensity import matrix_to_sitk, register_rigid_mi, sitk_to_matrix
 from LandmarkInitLib.fit.landmark_fit import apply_transform, fit_rigid
 from LandmarkInitLib.io.datasets import open_case
 from LandmarkInitLib.io.markups import read_landmarks_file
+from LandmarkInitLib.io.output_files import RUN_FILES
 from LandmarkInitLib.io.transforms import load_transform, transform_matrix
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.pipeline.batch import RunOptions, read_cases, run_batch
+from LandmarkInitLib.pipeline.initialize import Detectors
 from LandmarkInitLib.pipeline.quality import FEATURES, assess, load_thresholds
 from LandmarkInitLib.pipeline.run import overlap_fraction, run_case
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
@@ -233,3 +237,433 @@ def test_read_cases_errors(tmp_path):
     bad.write_text("name,mr\nx,y\n")
     with pytest.raises(LandmarkFileError, match="lacks the column"):
         read_cases(bad)
+
+
+# --- the pipeline's own logic, on the sample pair with the shipped whole-volume detectors (fast, real) --------------
+
+
+def exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.fixture(scope="module")
+def global_detectors():
+    """The shipped global stages: real ONNX detectors, a few tens of milliseconds per volume."""
+    models = default_model_card("mr").parent
+    return Detectors.open(models / "mr_landmarks_g2l-global.json", models / "us_landmarks_g2l-global.json")
+
+
+@pytest.fixture(scope="module")
+def sample_images():
+    case = sample_case_dir()
+    return sitk.ReadImage(str(case / "mr.nrrd")), sitk.ReadImage(str(case / "us.nrrd"))
+
+
+def spread_weights(mr, us):
+    """The default weighting, written out: 1 / (s_MR^2 + s_US^2) per landmark."""
+    return [1.0 / (a * a + b * b) for a, b in zip(mr.spread_mm, us.spread_mm, strict=True)]
+
+
+def test_initialize_detects_both_volumes_reports_progress_and_fits_with_spread_weights(global_detectors, sample_images):
+    from LandmarkInitLib.pipeline.initialize import initialize
+
+    mr_image, us_image = sample_images
+    calls = []
+    init = initialize(mr_image, us_image, global_detectors, progress=lambda f, m: calls.append((f, m)))
+    assert calls == [
+        (0.1, "Detecting landmarks on the MR volume"),
+        (0.5, "Detecting landmarks on the US volume"),
+        (0.9, "Fitting the MR-to-US transform"),
+    ]
+    # each detector ran on its own volume: the same answers as running them by hand
+    np.testing.assert_array_equal(init.mr.points_ras, global_detectors.mr.detect(mr_image).points_ras)
+    np.testing.assert_array_equal(init.us.points_ras, global_detectors.us.detect(us_image).points_ras)
+    assert (init.mr.modality, init.us.modality, init.weighting) == ("mr", "us", "spread")
+    weights = spread_weights(init.mr, init.us)
+    assert max(weights) > 1.5 * min(weights)  # unequal spreads, so the weighting shows in the fit
+    np.testing.assert_allclose(init.weights, weights, rtol=1e-12)
+    expected = fit_rigid(init.mr.points_ras, init.us.points_ras, weights=weights)
+    np.testing.assert_allclose(init.matrix, expected.matrix, atol=1e-12)
+    assert init.matrix is init.fit.matrix and init.fit.mode == "rigid"
+    seconds = init.seconds
+    assert set(seconds) == {"detect_mr", "detect_us", "fit", "total"}
+    assert all(0.0 <= v < 60.0 for v in seconds.values())
+    assert seconds["total"] == pytest.approx(seconds["detect_mr"] + seconds["detect_us"] + seconds["fit"], abs=1e-9)
+    # unweighted, and without a progress callback
+    plain = initialize(mr_image, us_image, global_detectors, weighting="none")
+    np.testing.assert_array_equal(plain.weights, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(plain.matrix, fit_rigid(plain.mr.points_ras, plain.us.points_ras).matrix, atol=1e-12)
+    assert not np.allclose(plain.matrix, init.matrix, atol=1e-4)
+
+
+def test_fit_weights_exact_and_refusals():
+    from LandmarkInitLib.pipeline.initialize import fit_weights
+
+    def detection(modality, spreads):
+        return Detection(LANDMARK_LABELS, np.zeros((3, 3)), np.array(spreads, float), modality, "m", "onnx")
+
+    mr, us = detection("mr", [1.0, 2.0, 3.0]), detection("us", [2.0, 0.0, 4.0])
+    np.testing.assert_allclose(fit_weights(mr, us, "spread"), [1 / 5, 1 / 4, 1 / 25], rtol=1e-12)
+    np.testing.assert_array_equal(fit_weights(mr, us, "none"), [1.0, 1.0, 1.0])
+    small = fit_weights(detection("mr", [0.3, 0.4, 0.5]), detection("us", [0.4, 0.3, 0.0]), "spread")
+    np.testing.assert_allclose(small, [4.0, 4.0, 4.0], rtol=1e-12)  # variances below 1 mm^2 are fine
+    with pytest.raises(LandmarkInitError, match=exactly("unknown weighting 'equal': use one of none, spread")):
+        fit_weights(mr, us, "equal")
+    message = exactly("spread weighting needs detectors that report a spread; use --weighting none")
+    for bad in ([1.0, np.nan, 3.0], [1.0, 0.0, 3.0], [np.inf, 1.0, 1.0]):
+        with pytest.raises(LandmarkInitError, match=message):
+            fit_weights(detection("mr", bad), detection("us", [0.0, 0.0, 1.0]), "spread")
+
+
+def test_a_pair_is_refused_as_swapped_only_when_both_detectors_say_so(global_detectors, sample_images):
+    from LandmarkInitLib.detection.detectors import FLAG_LOOKS_LIKE_ULTRASOUND, FLAG_NOT_ULTRASOUND
+    from LandmarkInitLib.pipeline.initialize import initialize
+
+    mr_image, us_image = sample_images
+    swapped = "the MR volume looks like ultrasound and the US volume like MR: are the MR and US inputs swapped?"
+    with pytest.raises(LandmarkInitError, match=exactly(swapped)):
+        initialize(us_image, mr_image, global_detectors)
+    both_mr = initialize(mr_image, mr_image, global_detectors)  # only the US detector objects
+    assert FLAG_NOT_ULTRASOUND in both_mr.us.flags and FLAG_LOOKS_LIKE_ULTRASOUND not in both_mr.mr.flags
+    both_us = initialize(us_image, us_image, global_detectors)  # only the MR detector objects
+    assert FLAG_LOOKS_LIKE_ULTRASOUND in both_us.mr.flags and FLAG_NOT_ULTRASOUND not in both_us.us.flags
+
+
+def test_detectors_open_the_given_or_default_cards_on_the_given_runtime():
+    models = default_model_card("mr").parent
+    detectors = Detectors.open()
+    assert detectors.mr.card.path == default_model_card("mr") and detectors.us.card.path == default_model_card("us")
+    assert detectors.mr.backend == detectors.us.backend == "onnx"
+    mr_card, us_card = models / "mr_landmarks_g2l-global.json", models / "us_landmarks_g2l-global.json"
+    chosen = Detectors.open(mr_card, us_card, backend="torchscript", threads=1)
+    assert (chosen.mr.card.path, chosen.us.card.path) == (mr_card, us_card)
+    assert chosen.mr.backend == chosen.us.backend == "torchscript"
+    onnx = Detectors.open(mr_card, us_card, threads=3)
+    assert onnx.us.network._session.get_session_options().intra_op_num_threads == 3
+    with pytest.raises(
+        LandmarkInitError, match=exactly(f"{us_card} is a US model, given as the MR model; swap the two model cards")
+    ):
+        Detectors.open(us_card, mr_card)
+    with pytest.raises(
+        LandmarkInitError, match=exactly(f"{mr_card} is a MR model, given as the US model; swap the two model cards")
+    ):
+        Detectors.open(mr_card, mr_card)
+
+
+def test_model_info_lists_every_weights_file_of_the_card():
+    from LandmarkInitLib.detection.detectors import open_detector
+    from LandmarkInitLib.pipeline.run import _model_info
+
+    models = default_model_card("mr").parent
+    two_stage = json.loads((models / "mr_landmarks.json").read_text())
+    stage_files = {}
+    for name in (two_stage["stages"]["global"]["card"], *two_stage["stages"]["local"]["cards"]):
+        card = json.loads((models / name).read_text())
+        stage_files[card["name"]] = card["files"]
+    info = _model_info(open_detector(models / "mr_landmarks.json", backend="torchscript"))
+    assert info == {
+        "card": str(models / "mr_landmarks.json"),
+        "name": two_stage["name"],
+        "method": two_stage["method"],
+        "backend": "torchscript",
+        "posterior_median_mid_gland": two_stage["posterior_median_mid_gland"],
+        "posterior_median_axis_plane": two_stage.get("posterior_median_axis_plane", 0.0),
+        "mirror_average": two_stage["mirror_average"],
+        "weights": [
+            {"card": name, "file": f["path"], "sha256": f["sha256"]}
+            for name, files in stage_files.items()
+            for f in files.values()
+        ],
+    }
+    single = json.loads((models / "mr_landmarks_dsnt-dist.json").read_text())
+    info = _model_info(open_detector(models / "mr_landmarks_dsnt-dist.json"))
+    assert info["weights"] == [
+        {"card": single["name"], "file": f["path"], "sha256": f["sha256"]} for f in single["files"].values()
+    ]
+    assert (info["name"], info["method"], info["mirror_average"], info["backend"]) == (
+        single["name"],
+        single["method"],
+        False,
+        "onnx",
+    )
+
+
+def test_read_image_and_check_output_dir_errors_exact(tmp_path):
+    from LandmarkInitLib.pipeline.run import check_output_dir, read_image
+
+    assert read_image(sample_case_dir() / "mr.nrrd", "MR").GetSize() == (128, 128, 96)
+    missing = tmp_path / "none.nrrd"
+    with pytest.raises(LandmarkFileError, match=exactly(f"MR volume {missing} does not exist")):
+        read_image(missing, "MR")
+    broken = tmp_path / "broken.nrrd"
+    broken.write_bytes(b"NRRD0004\ntype: garbage\n")
+    with pytest.raises(RuntimeError) as itk_error:
+        sitk.ReadImage(str(broken))
+    first_line = str(itk_error.value).splitlines()[0][:120]
+    assert first_line.strip()
+    with pytest.raises(LandmarkFileError, match=exactly(f"US volume {broken} could not be read ({first_line})")):
+        read_image(broken, "US")
+    flat = tmp_path / "flat.nrrd"
+    sitk.WriteImage(sitk.Image(5, 6, sitk.sitkFloat32), str(flat))
+    vector = tmp_path / "rgb.nrrd"
+    sitk.WriteImage(sitk.Image([5, 6, 7], sitk.sitkVectorFloat32, 3), str(vector))
+    for path in (flat, vector):
+        with pytest.raises(LandmarkFileError, match=exactly(f"US volume {path} is not a 3-D scalar image")):
+            read_image(path, "US")
+    out = tmp_path / "out"
+    out.mkdir()
+    check_output_dir(out, force=False)
+    (out / "report.json").write_text("{}")
+    (out / "mr_landmarks.mrk.json").write_text("{}")
+    (out / "unrelated.txt").write_text("")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{out} already holds results (mr_landmarks.mrk.json, report.json); choose another --output-dir or pass "
+            "--force"
+        ),
+    ):
+        check_output_dir(out, force=False)
+    check_output_dir(out, force=True)
+
+
+def test_overlap_fraction_exact():
+    def image(array, origin):
+        im = sitk.GetImageFromArray(array)
+        im.SetOrigin(origin)
+        return im
+
+    # US: 8 x 8 x 8 unit voxels at LPS 0..7; its "fan" is the voxels with I < 5 (non-zero). MR: a slab that covers
+    # LPS x from -0.5 to 1.5, i.e. voxels I = 0 and 1 of the US volume: 2 of the 5 fan columns.
+    us_array = np.zeros((8, 8, 8), np.uint8)
+    us_array[:, :, :5] = 1
+    us = image(us_array, (0.0, 0.0, 0.0))
+    mr = image(np.zeros((8, 8, 2), np.float32), (0.0, 0.0, 0.0))
+    assert overlap_fraction(np.eye(4), mr, us, step=1) == 0.4
+    assert overlap_fraction(np.eye(4), mr, us) == 0.5  # every 4th voxel: I = 0 (covered) and I = 4 (not covered)
+    assert overlap_fraction(np.eye(4), mr, us, step=5) == 1.0  # I = 0 and I = 5 (not in the fan)
+    shift = np.eye(4)
+    shift[0, 3] = 3.0  # MR RAS x + 3 = US RAS x, i.e. US LPS x - 3: MR covers US LPS -3.5 to -1.5, none of the fan
+    assert overlap_fraction(shift, mr, us, step=1) == 0.0
+    shift[0, 3] = -2.0  # US LPS x + 2: MR covers US I = 2 and 3
+    assert overlap_fraction(shift, mr, us, step=1) == 0.4
+    assert overlap_fraction(np.eye(4), mr, image(np.zeros((8, 8, 8), np.uint8), (0.0, 0.0, 0.0))) == 0.0
+    us_array[:, :, :5] = 200  # any non-zero value is fan, 1 too
+    us_array[:, :, 4] = 1
+    assert overlap_fraction(np.eye(4), mr, image(us_array, (0.0, 0.0, 0.0)), step=1) == 0.4
+
+
+def test_render_html_shows_every_part_of_the_report():
+    from LandmarkInitLib.pipeline.run import render_html
+
+    def landmarks(spreads):
+        return [
+            {"label": label, "ras": [1.25 + i, -2.0, 3.04], "spread_mm": s}
+            for i, (label, s) in enumerate(zip(("apex", "a<b", "posterior_median"), spreads, strict=True))
+        ]
+
+    report = {
+        "quality": {"review_recommended": True, "flags": ["US: fan <edge>", "second"]},
+        "mr": {"landmarks": landmarks([1.26, None, 0.0])},
+        "us": {"landmarks": landmarks([2.0, 3.0, 4.0])},
+        "fit": {"residuals_mm": [0.125, 1.0, 2.5], "rms_mm": 1.5, "conditioning": 0.4567, "weighting": "spread"},
+        "matrix": [[1.0, 0.0, 0.0, 12.34567], [0.0, 1.0, 0.0, -2.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
+        "refinement": {"method": "x"},
+        "inputs": {"mr": "a&b/mr.nrrd", "us": "us.nrrd"},
+        "synthetic_models": "synthetic",
+        "software": {"landmarkinit": "9.9"},
+    }
+    page = render_html(report, figure=True)
+    assert "<h2>Quality: REVIEW RECOMMENDED</h2><ul><li>US: fan &lt;edge&gt;</li><li>second</li></ul>" in page
+    assert "<tr><td>MR</td><td>apex</td><td>1.2, -2.0, 3.0</td><td>1.3</td></tr>" in page
+    assert "<tr><td>MR</td><td>a&lt;b</td><td>2.2, -2.0, 3.0</td><td>-</td></tr>" in page
+    assert "<tr><td>MR</td><td>posterior_median</td><td>3.2, -2.0, 3.0</td><td>0.0</td></tr>" in page
+    assert "<tr><td>US</td><td>posterior_median</td><td>3.2, -2.0, 3.0</td><td>4.0</td></tr>" in page
+    assert "Fit residuals (mm): 0.12, 1.00, 2.50; RMS 1.50 mm" in page
+    assert "   1.0000    0.0000    0.0000   12.3457<br>   0.0000    1.0000    0.0000   -2.0000<br>" in page
+    assert (
+        '<img src="report.png" alt="checkerboard overlays"><br>Rows: identity, landmark transform, landmarks + MI '
+        "refinement. Columns:" in page
+    )
+    assert "MR: a&amp;b/mr.nrrd<br>US: us.nrrd" in page
+    assert "<td>1.3</td></tr><tr><td>MR</td><td>a&lt;b</td>" in page  # rows one after the other
+    assert (
+        "Columns: planes normal to the US volume's K, J, I axes through the US landmarks. Checkerboard of US and MR "
+        "(16 mm squares); orange crosses: US landmarks, blue: MR landmarks mapped into US.</p>\n"
+    ) in page
+    report |= {"quality": {"review_recommended": False, "flags": []}, "refinement": None}
+    page = render_html(report, figure=True)
+    assert "<h2>Quality: no quality flag raised</h2><ul><li>none</li></ul>" in page
+    assert "Rows: identity, landmark transform. Columns:" in page
+    assert "<img" not in render_html(report, figure=False)
+    assert "</pre>\n\n<p><small>" in render_html(report, figure=False)  # nothing in the picture's place
+
+
+def run_sample(out, **kwargs):
+    case = sample_case_dir()
+    kwargs.setdefault("qa_thresholds", {})
+    kwargs.setdefault("figure", False)
+    return run_case(kwargs.pop("mr", case / "mr.nrrd"), kwargs.pop("us", case / "us.nrrd"), out, **kwargs)
+
+
+def png_rows(path):
+    """Number of image rows of the overlay figure: tiles of height h, 4-pixel gaps, everything doubled."""
+    return sitk.ReadImage(str(path)).GetSize()[1]
+
+
+def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_path, context):
+    import platform
+
+    from LandmarkInitLib import __version__
+    from LandmarkInitLib.detection.detectors import FLAG_NOT_ULTRASOUND
+    from LandmarkInitLib.pipeline.report import CONVENTION
+
+    case = sample_case_dir()
+    out = tmp_path / "new" / "case"  # made, with its parents
+    result = run_sample(out, detectors=global_detectors, qa_thresholds={"fre_mm": 1e-6, "spread_mm": 100.0})
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mr_landmarks.mrk.json",
+        "mr_to_us.h5",
+        "report.html",
+        "report.json",
+        "us_landmarks.mrk.json",
+    ]
+    report = json.loads((out / "report.json").read_text())
+    assert report == result.report
+    mr_points = np.array([lm["ras"] for lm in report["mr"]["landmarks"]])
+    us_points = np.array([lm["ras"] for lm in report["us"]["landmarks"]])
+    weights = [
+        1 / (m["spread_mm"] ** 2 + u["spread_mm"] ** 2)
+        for m, u in zip(report["mr"]["landmarks"], report["us"]["landmarks"], strict=True)
+    ]
+    expected = fit_rigid(mr_points, us_points, weights=weights)
+    np.testing.assert_allclose(result.matrix, expected.matrix, atol=1e-9)
+    assert result.output_dir == out and result.landmark_matrix is result.matrix
+    assert report["software"] == {"landmarkinit": __version__, "python": platform.python_version()}
+    assert report["inputs"] == {"mr": str(case / "mr.nrrd"), "us": str(case / "us.nrrd")}
+    assert report["convention"] == CONVENTION
+    assert report["matrix"] == report["landmark_matrix"] == np.round(result.matrix, 12).tolist()
+    assert report["fit"] == {
+        "weighting": "spread",
+        "weights": pytest.approx(weights, rel=1e-9),
+        "residuals_mm": pytest.approx(list(expected.residuals), abs=1e-9),
+        "rms_mm": pytest.approx(expected.rms, abs=1e-9),
+        "conditioning": pytest.approx(expected.conditioning, rel=1e-9),
+    }
+    assert report["refinement"] is None
+    direct = global_detectors.mr.detect(sitk.ReadImage(str(case / "mr.nrrd"))).as_dict()
+    assert report["mr"]["landmarks"] == direct["landmarks"] and report["mr"]["model"] == "mr_landmarks_g2l-global"
+    assert report["models"]["mr"]["name"] == "mr_landmarks_g2l-global"
+    assert report["models"]["us"]["name"] == "us_landmarks_g2l-global"
+    quality = report["quality"]
+    assert quality["thresholds"] == {"fre_mm": 1e-6, "spread_mm": 100.0} and quality["review_recommended"] is True
+    assert quality["flags"] == [
+        "the fit residual (FRE) is large: MR and US landmark triangles differ in shape "
+        f"(fre_mm = {expected.rms:.3g}, threshold 1e-06)"
+    ]
+    assert quality["features"]["spread_mm"] == max(
+        lm["spread_mm"] for m in ("mr", "us") for lm in report[m]["landmarks"]
+    )
+    assert result.quality.flags == quality["flags"]
+    seconds = report["seconds"]
+    assert set(seconds) == {"detect_mr", "detect_us", "fit", "total", "compute_total", "total_with_files"}
+    assert all(type(v) is float and v == round(v, 4) and 0.0 <= v < 60.0 for v in seconds.values())
+    assert seconds["total"] <= seconds["compute_total"] <= seconds["total_with_files"]
+    assert report["files"] == [
+        "mr_landmarks.mrk.json",
+        "us_landmarks.mrk.json",
+        "mr_to_us.h5",
+        "report.html",
+        "report.json",
+    ]
+    assert report["synthetic_models"] == "detectors trained on a synthetic phantom; check every result"
+    _, mr = read_landmarks_file(context, out / "mr_landmarks.mrk.json")
+    _, us = read_landmarks_file(context, out / "us_landmarks.mrk.json")
+    np.testing.assert_allclose(mr.ordered(LANDMARK_LABELS), mr_points, atol=1e-6)
+    np.testing.assert_allclose(us.ordered(LANDMARK_LABELS), us_points, atol=1e-6)
+    matrix = transform_matrix(load_transform(context, out / "mr_to_us.h5"))
+    np.testing.assert_allclose(matrix, expected.matrix, atol=1e-9)
+    page = (out / "report.html").read_bytes().decode("utf-8")
+    assert "<h2>Quality: REVIEW RECOMMENDED</h2>" in page and "<img" not in page
+    # the same again is refused; with force it is replaced
+    with pytest.raises(LandmarkFileError, match="already holds results"):
+        run_sample(out, detectors=global_detectors)
+    again = run_sample(out, detectors=global_detectors, force=True, weighting="none")
+    assert again.report["fit"]["weighting"] == "none" and again.report["fit"]["weights"] == [1.0, 1.0, 1.0]
+    assert json.loads((out / "report.json").read_text())["fit"]["weighting"] == "none"
+    # a detector's own flags reach the report, marked with the modality (the MR volume given as US too)
+    flagged = run_sample(tmp_path / "flagged", detectors=global_detectors, us=case / "mr.nrrd")
+    assert f"US: {FLAG_NOT_ULTRASOUND}" in flagged.report["quality"]["flags"]
+    assert all(f.startswith("US: ") for f in flagged.report["quality"]["flags"])
+
+
+def test_run_case_with_refinement_and_figure(global_detectors, tmp_path, context):
+    out = tmp_path / "refined"
+    result = run_sample(out, detectors=global_detectors, refine=True, figure=True)
+    assert not np.allclose(result.matrix, result.landmark_matrix, atol=1e-3)  # MI moved it
+    # ... from the landmark transform, by millimetres (the volumes start tens of millimetres apart)
+    assert np.abs(result.matrix[:3, 3] - result.landmark_matrix[:3, 3]).max() < 10.0
+    report = result.report
+    assert report["matrix"] == np.round(result.matrix, 12).tolist() != report["landmark_matrix"]
+    refinement = report["refinement"]
+    assert refinement["method"] == "SimpleITK rigid, Mattes mutual information, US fan mask, 2 levels"
+    assert (
+        refinement["metric"] < 0 and refinement["iterations"] > 0 and refinement["stop"] and refinement["seconds"] > 0
+    )
+    assert report["files"] == list(RUN_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    np.testing.assert_allclose(transform_matrix(load_transform(context, out / "mr_to_us.h5")), result.matrix, atol=1e-9)
+    landmark_node = load_transform(context, out / "mr_to_us_landmarks.h5")
+    np.testing.assert_allclose(transform_matrix(landmark_node), result.landmark_matrix, atol=1e-9)
+    assert sitk.ReadImage(str(out / "report.png")).GetNumberOfComponentsPerPixel() == 3
+    page = (out / "report.html").read_bytes().decode("utf-8")
+    assert "landmarks + MI refinement. Columns" in page
+    # the figure has a row per matrix: identity, landmarks, and the refinement; rows are 2 (h + 4) pixels apart
+    three_rows = png_rows(out / "report.png")
+    run_sample(tmp_path / "plain", detectors=global_detectors, figure=True)
+    two_rows = png_rows(tmp_path / "plain" / "report.png")
+    h = (two_rows // 2 - 4) // 2
+    assert two_rows == 2 * (2 * h + 4) and three_rows == 2 * (3 * h + 8)
+    # a forced re-run replaces every file, the landmark transform too; without refinement the figure has two rows
+    again = run_sample(out, detectors=global_detectors, refine=True, force=True, weighting="none")
+    np.testing.assert_allclose(
+        transform_matrix(load_transform(context, out / "mr_to_us_landmarks.h5")), again.landmark_matrix, atol=1e-9
+    )
+    assert not np.allclose(again.landmark_matrix, result.landmark_matrix, atol=1e-6)
+    run_sample(out, detectors=global_detectors, figure=True, force=True)
+    assert png_rows(out / "report.png") == two_rows
+
+
+def test_run_case_defaults_are_the_shipped_thresholds_the_spread_weighting_and_the_figure(global_detectors, tmp_path):
+    case = sample_case_dir()
+    result = run_case(case / "mr.nrrd", case / "us.nrrd", tmp_path / "defaults", detectors=global_detectors)
+    assert result.report["quality"]["thresholds"] == load_thresholds()
+    assert result.report["fit"]["weighting"] == "spread" and result.report["refinement"] is None
+    assert "report.png" in result.report["files"] and (tmp_path / "defaults" / "report.png").is_file()
+
+
+def test_run_case_refuses_a_fit_that_misses_the_us_fan_and_writes_nothing(global_detectors, sample_images, tmp_path):
+    _, us_image = sample_images
+    array = np.zeros(sitk.GetArrayFromImage(us_image).shape, np.uint8)
+    array[:3, :3, :3] = 100  # a "fan" of a few voxels in a corner, far from what the detectors find
+    corner = sitk.GetImageFromArray(array)
+    corner.CopyInformation(us_image)
+    sitk.WriteImage(corner, str(tmp_path / "corner.nrrd"))
+    out = tmp_path / "far"
+    with pytest.raises(
+        LandmarkInitError,
+        match=exactly(
+            "after the fit the MR volume does not overlap the US field of view at all: the detections are wrong or the "
+            "two volumes do not belong to the same patient/session; check the inputs (nothing was written)"
+        ),
+    ):
+        run_sample(out, detectors=global_detectors, us=tmp_path / "corner.nrrd")
+    assert list(out.iterdir()) == []
+
+
+def test_run_case_names_the_input_that_is_missing(global_detectors, tmp_path):
+    missing = tmp_path / "none.nrrd"
+    with pytest.raises(LandmarkFileError, match=exactly(f"MR volume {missing} does not exist")):
+        run_sample(tmp_path / "a", detectors=global_detectors, mr=missing)
+    with pytest.raises(LandmarkFileError, match=exactly(f"US volume {missing} does not exist")):
+        run_sample(tmp_path / "b", detectors=global_detectors, us=missing)

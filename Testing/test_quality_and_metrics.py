@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitLib.errors import LandmarkFileError
+from LandmarkInitLib.fit.landmark_fit import fit_rigid
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.pipeline.quality import (
     FEATURES,
     assess,
     calibrate,
+    fan_margin_at,
     features,
     load_thresholds,
     rates,
@@ -252,3 +257,116 @@ def test_evaluate_command_on_a_tiny_dataset(tiny_dataset, tmp_path):
     assert thresholds["calibrated_on"] == str(tiny_dataset) and "fre_mm" in thresholds["thresholds"]
     for row in data["cases"]:  # the phantom's ICP estimate of T_gt is close to its known transform
         assert row["gt_icp_vs_known_sre_mm"] < 5.0
+
+
+def exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+def test_fan_margin_is_read_at_the_nearest_voxel_and_only_inside_the_volume():
+    # a "distance map" whose value names the voxel: 100 i + 10 j + k, on a 4 x 5 x 6 grid with index = LPS mm
+    i, j, k = np.meshgrid(np.arange(4), np.arange(5), np.arange(6), indexing="ij")
+    distance_map = sitk.GetImageFromArray((100 * i + 10 * j + k).transpose(2, 1, 0).astype(np.float32))
+    index_points = {  # continuous index (I, J, K) -> value
+        (0.0, 0.0, 0.0): 0.0,
+        (-0.5, 0.0, 0.0): 0.0,  # the outer face of the first voxel still counts
+        (0.0, -0.5, -0.5): 0.0,
+        (1.4, 2.6, 0.4): 130.0,
+        (3.0, 4.0, 5.0): 345.0,
+        (3.5, 4.5, 5.5): 345.0,  # the outer face of the last voxel
+        (np.nextafter(-0.5, -1), 0.0, 0.0): -np.inf,
+        (-1.0, 0.0, 0.0): -np.inf,
+        (4.0, 0.0, 0.0): -np.inf,
+        (0.0, 0.0, np.nextafter(5.5, 6)): -np.inf,
+    }
+    ras = [[-a, -b, c] for a, b, c in index_points]  # LPS -> RAS
+    np.testing.assert_array_equal(fan_margin_at(distance_map, ras), list(index_points.values()))
+
+
+def test_features_of_a_detector_without_spreads_give_no_warning():
+    from LandmarkInitLib.detection.detectors import Detection
+    from LandmarkInitLib.landmarks import LANDMARK_LABELS
+    from LandmarkInitLib.pipeline.initialize import Initialization
+
+    us_image = sitk.Image(8, 8, 8, sitk.sitkUInt8) + 1
+    points = np.array([[-1.0, -2.0, 3.0], [-4.0, -1.0, 2.0], [-2.0, -5.0, 5.0]])  # LPS (1, 2, 3) ... inside
+    plain = Detection(LANDMARK_LABELS, points, np.full(3, np.nan), "us", "m", "onnx")
+    fit = fit_rigid(points, points + [[0.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = features(Initialization(plain, plain, fit, np.ones(3), "none"), us_image)
+    assert np.isnan(values["spread_mm"]) and np.isnan(values["disagreement_mm"])
+    assert (values["fre_mm"], values["conditioning"]) == (fit.rms, fit.conditioning) and fit.rms > 0.1
+
+
+def test_quality_report_as_dict_exact():
+    report = assess(
+        {"fre_mm": 2.5, "conditioning": 0.4, "us_fan_margin_mm": -np.inf, "disagreement_mm": float("nan")},
+        {"fre_mm": 2.0, "conditioning": 0.2},
+        ["US: detected outside the volume"],
+    )
+    assert report.review is True
+    assert report.as_dict() == {
+        "review_recommended": True,
+        "flags": [
+            "US: detected outside the volume",
+            "the fit residual (FRE) is large: MR and US landmark triangles differ in shape (fre_mm = 2.5, threshold 2)",
+        ],
+        "features": {"fre_mm": 2.5, "conditioning": 0.4, "us_fan_margin_mm": None, "disagreement_mm": None},
+        "thresholds": {"fre_mm": 2.0, "conditioning": 0.2},
+    }
+    assert assess({"fre_mm": 1.0}, {"fre_mm": 2.0}).as_dict()["review_recommended"] is False
+
+
+def test_load_thresholds_from_a_file(tmp_path):
+    path = tmp_path / "qa.json"
+    path.write_bytes(json.dumps({"calibrated_on": "données/validation", "thresholds": {"fre_mm": 2.5}}).encode())
+    assert load_thresholds(path) == {"fre_mm": 2.5}
+    assert load_thresholds(str(path)) == {"fre_mm": 2.5}
+    missing = tmp_path / "none.json"
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"QA thresholds file {missing} not found; run `landmarkinit evaluate --calibrate-qa`"),
+    ):
+        load_thresholds(missing)
+
+
+def test_calibration_exact_for_both_directions_and_missing_values():
+    # 20 good cases with values 1..20 (one of them also without a value, one with None as a JSON report holds it) and
+    # two bad cases that must not count
+    rows = [{"fre_mm": float(v), "conditioning": float(v)} for v in range(1, 21)]
+    rows += [{"conditioning": 7.0}, {"fre_mm": None, "conditioning": 7.0}]
+    rows += [{"fre_mm": 100.0, "conditioning": -100.0}, {"fre_mm": 100.0, "conditioning": -100.0}]
+    bad = [False] * 22 + [True, True]
+    thresholds = calibrate(rows, bad)
+    values = np.arange(1, 21)
+    with_sevens = np.sort(np.concatenate([values, [7, 7]]))
+    assert thresholds == {
+        "fre_mm": pytest.approx(np.quantile(values, 0.95)),  # "high": the 95 % quantile, 19.05
+        "conditioning": pytest.approx(np.quantile(with_sevens, 0.05)),  # "low": the 5 % quantile
+    }
+    assert calibrate(rows, bad, false_alarm_rate=0.5)["fre_mm"] == pytest.approx(10.5)
+    with pytest.raises(ValueError):
+        calibrate(rows, bad[:-1])  # one flag per row
+
+
+def test_rates_exact():
+    rows = [{"fre_mm": 1.0}, {"fre_mm": 3.0}, {"fre_mm": 1.0, "conditioning": 0.1}]  # good cases
+    rows += [{"fre_mm": 5.0}, {"fre_mm": 6.0}, {"fre_mm": 1.0, "conditioning": 0.1}, {"fre_mm": 1.0}]  # bad cases
+    bad = [0, 0, 0, 1, 1, 1, 1]  # flags as 0 / 1 work as well as booleans
+    r = rates(rows, bad, {"fre_mm": 2.0, "conditioning": 0.2})
+    assert r == {
+        "cases": 7,
+        "bad_cases": 4,
+        "false_alarm_rate": pytest.approx(2 / 3),  # good rows 1 (FRE) and 2 (conditioning)
+        "miss_rate": pytest.approx(1 / 4),  # the last row
+        "per_feature": {
+            "fre_mm": {"false_alarm_rate": pytest.approx(1 / 3), "detected_bad": pytest.approx(2 / 4)},
+            "conditioning": {"false_alarm_rate": pytest.approx(1 / 3), "detected_bad": pytest.approx(1 / 4)},
+        },
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice": a rate of nothing is NaN
+        r = rates(rows[:3], [False] * 3, {"fre_mm": 2.0})
+    assert np.isnan(r["miss_rate"]) and np.isnan(r["per_feature"]["fre_mm"]["detected_bad"])
+    assert r["false_alarm_rate"] == pytest.approx(1 / 3)

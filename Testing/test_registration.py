@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -11,6 +14,7 @@ from scipy.spatial.transform import Rotation
 from LandmarkInitLib.errors import InvalidPointsError
 from LandmarkInitLib.fit.landmark_fit import (
     MIN_CONDITIONING,
+    MIN_SPREAD_MM,
     apply_transform,
     fit_rigid,
     fit_similarity,
@@ -266,3 +270,194 @@ def test_bad_weights(weights, message):
 def test_unknown_mode():
     with pytest.raises(InvalidPointsError, match="unknown fit mode"):
         fit_transform(np.eye(3), np.eye(3), mode="affine")
+
+
+def exactly(message):
+    """A pytest.raises pattern that matches the whole message, not a part of it."""
+    return "^" + re.escape(message) + "$"
+
+
+# Four points symmetric about the origin, (+-a, 0, 0) and (0, +-b, 0): with weights w the weighted centred covariance
+# is diag(a^2 (w1 + w2), b^2 (w3 + w4), 0) / sum(w), so spread and conditioning have closed forms.
+SYMMETRIC = np.array([[4.0, 0, 0], [-4.0, 0, 0], [0, 2.0, 0], [0, -2.0, 0]])
+
+
+@pytest.mark.parametrize(
+    "points, weights, spread, ratio",
+    [
+        (SYMMETRIC, None, np.sqrt((16 + 4) / 2), 0.5),  # diag(8, 2) -> singular values sqrt(8), sqrt(2)
+        (SYMMETRIC, [1, 1, 3, 3], np.sqrt(7.0), np.sqrt(3) / 2),  # diag(32 / 8, 24 / 8) = diag(4, 3)
+        (np.vstack([SYMMETRIC, [[50.0, 60, 70]]]), [1, 1, 1, 1, 0], np.sqrt(10.0), 0.5),  # a zero weight drops a point
+        (SYMMETRIC / 10, None, np.sqrt(10.0) / 10, 0.5),  # well under a millimetre: the ratio still counts
+        (np.zeros((3, 3)), None, 0.0, 0.0),  # one spot: no direction at all
+        ([[0.0, 0, 0], [10, 0, 0], [20, 0, 0]], None, np.sqrt(200 / 3), 0.0),  # collinear
+    ],
+)
+def test_point_set_conditioning_exact(points, weights, spread, ratio):
+    got_spread, got_ratio = point_set_conditioning(points, weights)
+    assert got_spread == pytest.approx(spread, rel=1e-12, abs=1e-15)
+    assert got_ratio == pytest.approx(ratio, rel=1e-12, abs=1e-15)
+
+
+def test_fit_fields_translation_and_dict_exact():
+    x = np.array([[0.0, 0, 0], [10, 0, 0], [0, 20, 0], [0, 0, 30]])
+    rotation = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # 90 degrees about z
+    y = 2.0 * x @ rotation.T + [1.0, 2.0, 3.0]
+    fit = fit_similarity(x, y)
+    np.testing.assert_allclose(fit.rotation, rotation, atol=1e-12)
+    np.testing.assert_allclose(fit.translation, [1.0, 2.0, 3.0], atol=1e-12)
+    assert fit.scale == pytest.approx(2.0, rel=1e-12)
+    expected = np.eye(4)
+    expected[:3, :3], expected[:3, 3] = 2.0 * rotation, [1.0, 2.0, 3.0]
+    d = fit.to_dict()
+    assert list(d) == ["mode", "matrix", "scale", "residuals", "rms", "conditioning"]
+    assert d["mode"] == "similarity"
+    np.testing.assert_allclose(d["matrix"], expected, atol=1e-12)
+    assert isinstance(d["matrix"], list) and all(isinstance(row, list) for row in d["matrix"])
+    assert d["scale"] == fit.scale and type(d["scale"]) is float
+    assert d["residuals"] == pytest.approx([0.0] * 4, abs=1e-12) and all(type(r) is float for r in d["residuals"])
+    assert d["rms"] == pytest.approx(0.0, abs=1e-12) and type(d["rms"]) is float
+    assert d["conditioning"] == fit.conditioning and type(d["conditioning"]) is float
+    json.dumps(d)  # plain JSON types
+
+
+def test_default_mode_is_rigid():
+    x = SYMMETRIC + [[0, 0, 1.0], [0, 0, -1.0], [0, 0, 0], [0, 0, 0]]
+    fit = fit_transform(x, 1.5 * x)
+    assert fit.mode == "rigid" and fit.scale == 1.0 and fit.rms > 0.5
+
+
+def test_weights_reach_both_geometry_checks_and_the_conditioning():
+    # the fourth point is all that keeps either set off a line; weighted 0 it does not count
+    line_and_point = np.array([[0.0, 0, 0], [40, 0, 0], [80, 0, 0], [20, 30, 0]])
+    spread_out = np.array([[0.0, 0, 0], [40, 0, 0], [0, 40, 0], [20, 30, 10]])
+    for moving, fixed, name in [(line_and_point, spread_out, "moving"), (spread_out, line_and_point, "fixed")]:
+        fit_rigid(moving, fixed)  # all four points: fine
+        with pytest.raises(InvalidPointsError, match=f"^{name} points are nearly collinear"):
+            fit_rigid(moving, fixed, weights=[1, 1, 1, 0])
+    # conditioning is the smaller of the two sets' weighted ratios: sqrt(3) / 2 and sqrt(3) / 4 (see above)
+    fixed = SYMMETRIC * [1.0, 0.5, 1.0]
+    assert fit_rigid(SYMMETRIC, fixed, weights=[1, 1, 3, 3]).conditioning == pytest.approx(np.sqrt(3) / 4, rel=1e-12)
+    assert fit_rigid(fixed, SYMMETRIC, weights=[1, 1, 3, 3]).conditioning == pytest.approx(np.sqrt(3) / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "moving, fixed, message",
+    [
+        (np.zeros((2, 3)), np.zeros((2, 3)), "a 3-D fit needs at least 3 matched points, got 2"),
+        (np.ones((3, 2)), np.ones((3, 3)), "moving points must be an N x 3 array of points, got shape (3, 2)"),
+        (np.ones((3, 3)), np.ones(3), "fixed points must be an N x 3 array of points, got shape (3,)"),
+        (
+            np.eye(3),
+            np.eye(4, 3),
+            "point sets differ in size: 3 moving vs 4 fixed points; every moving point needs exactly one matching "
+            "fixed point",
+        ),
+        (
+            [[0, 0, 0], [np.nan, 0, 0], [10, 0, 0], [0, np.inf, np.nan]],
+            np.eye(4, 3),
+            "moving points contain NaN or infinite coordinates (point index [1, 3]); check that every landmark has a "
+            "defined position",
+        ),
+        (
+            np.eye(4, 3),
+            [[0, 0, -np.inf], [1, 0, 0], [0, 1, 0], [0, 0, np.nan]],
+            "fixed points contain NaN or infinite coordinates (point index [0, 3]); check that every landmark has a "
+            "defined position",
+        ),
+        (
+            np.zeros((3, 3)),
+            np.eye(3),
+            "moving points are coincident (all within 0 mm of one spot): a rotation cannot be determined; place the "
+            "landmarks at their distinct anatomical positions",
+        ),
+        (
+            SYMMETRIC,
+            SYMMETRIC * [25.0, 0.25, 1.0],  # (+-100, 0, 0), (0, +-0.5, 0): conditioning 0.5 / 100
+            "fixed points are nearly collinear (conditioning 0.005 < 0.01): the rotation about their common line is "
+            "undetermined; move a point away from the line through the others",
+        ),
+    ],
+)
+def test_refusals_give_the_exact_reason(moving, fixed, message):
+    with pytest.raises(InvalidPointsError, match=exactly(message)):
+        fit_rigid(moving, fixed)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ([1, 1], "weights must have one value per point (4), got 2"),
+        ([1, -1, 1, 1], "weights must be finite and non-negative"),
+        ([1, 1, np.inf, 1], "weights must be finite and non-negative"),
+        ([1, 0, 1, 0], "at least 3 points need a positive weight, got 2; give the points a weight above zero"),
+    ],
+)
+def test_bad_weights_exact_messages(weights, message):
+    with pytest.raises(InvalidPointsError, match=exactly(message)):
+        fit_rigid(SYMMETRIC, SYMMETRIC, weights=weights)
+
+
+def test_unknown_mode_exact_message():
+    with pytest.raises(InvalidPointsError, match=exactly("unknown fit mode 'affine': use one of rigid, similarity")):
+        fit_transform(SYMMETRIC, SYMMETRIC, mode="affine")
+
+
+def test_weights_as_a_column_are_one_weight_per_point(rng):
+    x = prostate_like_points(rng, 4)
+    y = apply_transform(random_rigid(rng), x) + rng.normal(0, 3.0, (4, 3))
+    flat = fit_rigid(x, y, weights=[1.0, 2.0, 3.0, 4.0])
+    column = fit_rigid(x, y, weights=[[1.0], [2.0], [3.0], [4.0]])
+    np.testing.assert_array_equal(column.matrix, flat.matrix)
+
+
+def test_similarity_weights_equal_duplicated_points_and_options_reach_the_fit(rng):
+    x = prostate_like_points(rng, 5)
+    y = 1.4 * apply_transform(random_rigid(rng), x) + rng.normal(0, 3.0, (5, 3))
+    w = np.array([1, 3, 2, 1, 4])
+    weighted = fit_similarity(x, y, weights=w)
+    duplicated = fit_similarity(np.repeat(x, w, axis=0), np.repeat(y, w, axis=0))
+    np.testing.assert_allclose(weighted.matrix, duplicated.matrix, atol=1e-9)
+    assert not np.allclose(weighted.matrix, fit_similarity(x, y).matrix, atol=1e-3)
+    # keyword options (min_conditioning) are passed on by both short forms
+    for fit in (fit_rigid, fit_similarity):
+        assert fit(SYMMETRIC, SYMMETRIC, min_conditioning=0.5).conditioning == pytest.approx(0.5)
+        with pytest.raises(InvalidPointsError, match=r"\(conditioning 0\.5 < 0\.6\)"):
+            fit(SYMMETRIC, SYMMETRIC, min_conditioning=0.6)
+
+
+def test_a_set_exactly_on_a_geometry_limit_is_accepted():
+    """The geometry limits refuse sets strictly below them (spread < MIN_SPREAD_MM, ratio < min_conditioning)."""
+    # four points at +-a on two axes: the RMS distance from their centroid is a, which for a = 1e-6 the SVD gives
+    # as exactly MIN_SPREAD_MM
+    square = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+    assert point_set_conditioning(square * MIN_SPREAD_MM)[0] == MIN_SPREAD_MM
+    assert fit_rigid(square * MIN_SPREAD_MM, square * MIN_SPREAD_MM).rms == 0.0
+    with pytest.raises(InvalidPointsError, match="coincident"):
+        fit_rigid(square * np.nextafter(MIN_SPREAD_MM, 0.0), square * np.nextafter(MIN_SPREAD_MM, 0.0))
+    thin = np.array([[0.0, 0, 0], [40, 0, 0], [20, 7, 0]])
+    limit = point_set_conditioning(thin)[1]
+    assert fit_rigid(thin, thin, min_conditioning=limit).conditioning == limit
+    with pytest.raises(InvalidPointsError, match="nearly collinear"):
+        fit_rigid(thin, thin, min_conditioning=np.nextafter(limit, 1.0))
+
+def test_apply_transform_gives_floating_point_coordinates_for_integer_input():
+    shift = np.eye(4, dtype=int)
+    shift[:3, 3] = [1, 2, 3]
+    moved = apply_transform(shift, [[1, 1, 1], [0, 0, 0]])
+    assert moved.dtype == np.float64
+    moved += 0.5  # in place, as callers do: integer arrays would silently truncate
+    np.testing.assert_array_equal(moved, [[2.5, 3.5, 4.5], [1.5, 2.5, 3.5]])
+
+
+def test_missing_coordinates_and_weights_given_as_none_get_the_nan_message():
+    """A coordinate or weight left as None (e.g. a landmark a script never placed) is converted to NaN and refused
+    with the reason, not a numpy TypeError."""
+    x = [[0.0, 0.0, 0.0], [40.0, 0.0, 0.0], [20.0, None, 0.0]]
+    with pytest.raises(
+        InvalidPointsError, match=r"^moving points contain NaN or infinite coordinates \(point index \[2\]\)"
+    ):
+        fit_rigid(x, np.eye(3) * 10)
+    ok = np.array([[0.0, 0, 0], [40, 0, 0], [20, 20, 0]])
+    with pytest.raises(InvalidPointsError, match=r"^weights must be finite and non-negative$"):
+        fit_rigid(ok, ok, weights=[1.0, None, 1.0])

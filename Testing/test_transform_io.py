@@ -3,6 +3,8 @@ SimpleITK reading the same file; hardening on a copy."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -17,6 +19,7 @@ from LandmarkInitLib.io.transforms import (
     harden_copy,
     load_transform,
     save_transform,
+    set_transform_matrix,
     transform_matrix,
 )
 from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
@@ -112,3 +115,120 @@ def test_transform_file_errors(context, tmp_path):
         load_transform(context, tmp_path / "junk.tfm")
     with pytest.raises(LandmarkFileError, match="folder .* does not exist"):
         save_transform(context, node, tmp_path / "nowhere" / "t.h5")
+
+
+def exactly(message):
+    return "^" + re.escape(message) + "$"
+
+
+def test_transform_nodes_names_and_matrix_checks(context):
+    assert create_transform_node(context.scene).GetName() == "MR_to_US"
+    assert create_transform_node(context.scene, np.eye(4), name="plan").GetName() == "plan"
+    node = create_transform_node(context.scene)
+    for bad, shape in [(np.eye(3), "(3, 3)"), (np.full((4, 4), np.nan), "(4, 4)")]:
+        with pytest.raises(ValueError, match=exactly(f"expected a finite 4x4 matrix, got shape {shape}")):
+            set_transform_matrix(node, bad)
+    grid = context.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    with pytest.raises(ValueError, match=exactly("transform 'warp' is not linear")):
+        transform_matrix(grid)
+
+
+def storage_nodes_seen(context, action):
+    """Classes of the nodes added to and removed from the scene while ``action`` runs."""
+    import vtk
+
+    seen = []
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def added(scene, event, node):
+        seen.append(("added", node.GetClassName()))
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def removed(scene, event, node):
+        seen.append(("removed", node.GetClassName()))
+
+    tags = [
+        context.scene.AddObserver(context.scene.NodeAddedEvent, added),
+        context.scene.AddObserver(context.scene.NodeRemovedEvent, removed),
+    ]
+    try:
+        action()
+    finally:
+        for tag in tags:
+            context.scene.RemoveObserver(tag)
+    return [s for s in seen if "Storage" in s[1]]
+
+
+def test_transform_files_go_through_a_storage_node_in_the_scene(context, tmp_path):
+    """The storage node is in the scene while it reads or writes (Slicer resolves file names through the scene) and
+    is removed afterwards."""
+    node = create_transform_node(context.scene, np.eye(4))
+    path = tmp_path / "t.h5"
+    during = [("added", "vtkMRMLTransformStorageNode"), ("removed", "vtkMRMLTransformStorageNode")]
+    assert storage_nodes_seen(context, lambda: save_transform(context, node, path)) == during
+    assert storage_nodes_seen(context, lambda: load_transform(context, path)) == during
+
+
+def test_transform_file_names_overwrite_and_exact_errors(context, tmp_path, rng):
+    matrix = mr_to_us(rng)
+    node = create_transform_node(context.scene, np.eye(4))
+    path = save_transform(context, node, tmp_path / "result.tfm")
+    set_transform_matrix(node, matrix)
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"{path} already exists; choose another name or pass --force to overwrite it")
+    ):
+        save_transform(context, node, path)
+    save_transform(context, node, path, force=True)
+    loaded = load_transform(context, path)
+    assert loaded.GetName() == "result"
+    np.testing.assert_allclose(transform_matrix(loaded), matrix, atol=1e-10)
+    assert load_transform(context, path, name="again").GetName() == "again"
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{tmp_path / 't.json'}: unknown transform format '.json'; use one of .h5, .hdf5, .tfm, .txt, .mat"
+        ),
+    ):
+        save_transform(context, node, tmp_path / "t.json")
+    markups = create_landmarks_node(context.scene, LandmarkSet(LANDMARK_LABELS, np.eye(3)), "mr")
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"Slicer's transform writer could not write {tmp_path / 'm.h5'}")
+    ):
+        save_transform(context, markups, tmp_path / "m.h5")
+    (tmp_path / "junk.tfm").write_text("not a transform\n")
+    n_before = context.scene.GetNumberOfNodes()
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"{tmp_path / 'junk.tfm'} could not be read as a linear transform")
+    ):
+        load_transform(context, tmp_path / "junk.tfm")
+    assert context.scene.GetNumberOfNodes() == n_before  # the node made for it is removed again
+
+
+def test_hardened_copies_are_named_displayed_and_independent(context, tmp_path, rng):
+    import vtk
+
+    from LandmarkInitLib.io.volumes import load_volume
+
+    matrix = mr_to_us(rng)
+    t = create_transform_node(context.scene, matrix)
+    # a volume: its display settings come along (a clone, not a new volume with default window/level)
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(60, dtype=np.float32).reshape(3, 4, 5)), str(tmp_path / "mr.nrrd"))
+    vol = load_volume(context, tmp_path / "mr.nrrd", "MR")
+    vol.GetDisplayNode().SetAutoWindowLevel(0)
+    vol.GetDisplayNode().SetWindowLevel(7.0, 3.0)
+    copy = harden_copy(context, vol, t)
+    assert copy.GetName() == "MR (registered)" and copy.IsA("vtkMRMLScalarVolumeNode")
+    assert (copy.GetDisplayNode().GetWindow(), copy.GetDisplayNode().GetLevel()) == (7.0, 3.0)
+    assert harden_copy(context, vol, t, name="moved").GetName() == "moved"
+    # a model: a deep copy, so hardening moves the copy's points only, and it gets a display node
+    points = vtk.vtkPoints()
+    points.InsertNextPoint(1.0, 2.0, 3.0)
+    poly = vtk.vtkPolyData()
+    poly.SetPoints(points)
+    model = context.scene.AddNewNodeByClass("vtkMRMLModelNode", "gland")
+    model.SetAndObservePolyData(poly)
+    moved = harden_copy(context, model, t)
+    assert moved.GetName() == "gland (registered)" and moved.GetDisplayNode() is not None
+    np.testing.assert_allclose(moved.GetPolyData().GetPoint(0), apply_transform(matrix, [1.0, 2.0, 3.0]), atol=1e-9)
+    assert model.GetPolyData().GetPoint(0) == (1.0, 2.0, 3.0)
+    assert harden_copy(context, model, t, name="g2").GetName() == "g2"

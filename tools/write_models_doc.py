@@ -125,7 +125,7 @@ def render() -> str:
     lines += ["## Networks", ""]
     for card in (c for c in cards if c.stage != "two-stage"):
         lines += stage_section(card)
-    qa = json.loads((MODELS / "qa_thresholds.json").read_text())
+    qa = json.loads((MODELS / "qa_thresholds.json").read_text(encoding="utf-8"))
     lines += [
         "## Quality-control thresholds (`qa_thresholds.json`)",
         "",
@@ -146,11 +146,11 @@ def main() -> int:
     args = parser.parse_args()
     text = render()
     if args.check:
-        if OUTPUT.read_text() != text:
+        if OUTPUT.read_text(encoding="utf-8") != text:
             print(f"{OUTPUT} is out of date: run python tools/write_models_doc.py", file=sys.stderr)
             return 1
         return 0
-    OUTPUT.write_text(text)
+    OUTPUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUTPUT}")
     return 0
 

@@ -166,7 +166,7 @@ def write_report(results: dict, output_dir, *, data_description: str = "") -> Pa
         for name, r in results.items()
     }
     tests = wilcoxon_table(results)
-    (out / "detectors.json").write_text(json.dumps({"summary": summary, "wilcoxon": tests}, indent=1))
+    (out / "detectors.json").write_text(json.dumps({"summary": summary, "wilcoxon": tests}, indent=1), encoding="utf-8")
     np.savez(out / "detector_errors.npz", **{name: r["errors_mm"] for name, r in results.items()})
 
     lines = [
@@ -210,7 +210,7 @@ def write_report(results: dict, output_dir, *, data_description: str = "") -> Pa
         parts = s["rms_along_gland_mm"]
         cells = [" / ".join(f"{parts[lb][c]:.2f}" for c in COMPONENTS) for lb in LANDMARK_LABELS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    (out / "detectors.md").write_text("\n".join(lines) + "\n")
+    (out / "detectors.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     for modality in sorted({r["modality"] for r in results.values()}):
         names = [n for n, r in results.items() if r["modality"] == modality]

@@ -309,7 +309,7 @@ def write_report(rows, output_dir, *, description: str = "", qa_thresholds: dict
         for name, r in qa["per_feature"].items():
             detected = "n/a" if np.isnan(r["detected_bad"]) else f"{r['detected_bad']:.0%}"
             lines.append(f"| {name} | {qa_thresholds[name]:.3g} | {r['false_alarm_rate']:.0%} | {detected} |")
-    (output_dir / "registration.md").write_text("\n".join(lines) + "\n")
+    (output_dir / "registration.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _plots(rows, output_dir)
     return output_dir / "registration.md"
 

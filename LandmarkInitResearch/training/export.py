@@ -98,7 +98,7 @@ def fine_tuned_from(init: str) -> dict:
 def export_run(run, output, *, name: str | None = None, validation: dict | None = None, force: bool = False) -> Path:
     """Write ``<output>.onnx``, ``<output>.pt`` and ``<output>.json`` (the card); returns the card path."""
     run, output = Path(run), Path(output)
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     if not (run / "best.pt").is_file():
         raise LandmarkInitError(f"{run} has no best.pt: train first")
     card_path = output.with_suffix(".json")

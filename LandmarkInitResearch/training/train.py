@@ -337,7 +337,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 },
                 out / "last.pt",
             )
-            (out / "history.json").write_text(json.dumps(history, indent=1))
+            (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
             plot_curve(history, out / "curve.png", f"{cfg.modality.upper()} {cfg.method}")
             if progress:
                 print(
@@ -354,7 +354,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
 
 def _describe_data(path) -> dict:
     meta = Path(path) / "dataset.json"
-    return json.loads(meta.read_text()) if meta.is_file() else {"path": str(path)}
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {"path": str(path)}
 
 
 def plot_curve(history, path, title) -> None:

@@ -249,7 +249,7 @@ def main() -> None:
     ]
     text = "\n".join(header + rows) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    args.output.write_text(text, encoding="utf-8")
     print(text)
 
 

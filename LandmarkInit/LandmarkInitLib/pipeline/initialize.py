@@ -103,8 +103,8 @@ def initialize(
     MR-to-US transform.
 
     ``progress(fraction, message)`` is called before each step; it may raise to cancel (nothing is kept).
-    Raises LandmarkInitError for models that detect different landmarks, a swapped pair, or weights that cannot
-    be formed."""
+    Raises LandmarkInitError for a swapped pair or weights that cannot be formed. (Both detections list the same
+    landmarks in the same order: model cards are refused unless they list exactly LANDMARK_LABELS.)"""
     report = progress or (lambda fraction, message: None)
     t0 = time.perf_counter()
     report(0.1, "Detecting landmarks on the MR volume")
@@ -114,8 +114,6 @@ def initialize(
     us = detectors.us.detect(us_volume)
     t2 = time.perf_counter()
     report(0.9, "Fitting the MR-to-US transform")
-    if mr.labels != us.labels:
-        raise LandmarkInitError(f"the MR and US models detect different landmarks ({mr.labels} vs {us.labels})")
     check_not_swapped(mr, us)
     weights = fit_weights(mr, us, weighting)
     fit = fit_rigid(mr.points_ras, us.points_ras, weights=weights)

@@ -78,7 +78,7 @@ def disagreement_mm(detections) -> float:
 
 
 def features(initialization, us_image) -> dict:
-    """QA features (see module docstring) of an initialization.Initialization."""
+    """QA features (see module docstring) of a pipeline.initialize.Initialization."""
     det = [initialization.mr, initialization.us]
     spreads = np.concatenate([np.asarray(d.spread_mm, float) for d in det])
     return {
@@ -136,7 +136,7 @@ def load_thresholds(path=None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise LandmarkFileError(f"QA thresholds file {path} not found; run `landmarkinit evaluate --calibrate-qa`")
-    return json.loads(path.read_text(encoding="utf-8"))["thresholds"]
+    return json.loads(path.read_bytes())["thresholds"]  # json.loads detects the UTF-8 of a JSON file
 
 
 def calibrate(feature_rows: list[dict], bad: list[bool], false_alarm_rate: float = 0.05) -> dict:

@@ -161,6 +161,7 @@ def run_case(
     finally:
         context.clear()
     rows = {"landmarks": init.matrix} | ({"landmarks + MI refinement": matrix} if refine else {})
+    not_written = ([] if refine else [LANDMARK_TRANSFORM_FILE]) + ([] if figure else [REPORT_PNG_FILE])
     if figure:
         with atomic_output(output_dir / REPORT_PNG_FILE, force=True) as tmp:
             write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows)
@@ -191,11 +192,11 @@ def run_case(
         "models": {"mr": _model_info(detectors.mr), "us": _model_info(detectors.us)},
         "quality": quality.as_dict(),
         "seconds": {**{k: round(v, 4) for k, v in init.seconds.items()}, "compute_total": round(t_compute, 4)},
-        "files": [name for name in RUN_FILES if name != LANDMARK_TRANSFORM_FILE or refine],
+        "files": [name for name in RUN_FILES if name not in not_written],
         "synthetic_models": "detectors trained on a synthetic phantom; check every result",
     }
     with atomic_output(output_dir / REPORT_HTML_FILE, force=True) as tmp:
-        tmp.write_text(render_html(report, figure), encoding="utf-8")
+        tmp.write_bytes(render_html(report, figure).encode("utf-8"))  # UTF-8, as the page declares
     report["seconds"]["total_with_files"] = round(time.perf_counter() - t0, 4)
     write_json(report, output_dir / REPORT_JSON_FILE, force=True)
     return RunResult(output_dir, matrix, init.matrix, quality, report)
