@@ -44,7 +44,7 @@ bench: setup
 	$(PY) Testing/bench/run_benchmarks.py --output docs/benchmarks.md
 
 # The results pages in docs/results/ are these commands' own output: the shipped detectors and the initialization
-# methods on the 50 held-out phantom test cases (seed 3). About 15 minutes on 2 cores; the data go to data/test.
+# methods on the 50 held-out phantom test cases (seed 3); the data go to data/test.
 TEST_DATA := data/test
 TEST_DATA_TEXT := 50 held-out test cases, \`landmarkinit phantom --count 50 --seed 3\` (generator 1.0, mixed end-fire / side-fire probes, 15% of cases with the probe aimed off the gland). Never used for training or for choosing a model or a threshold.
 results: setup

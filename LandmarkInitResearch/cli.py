@@ -6,6 +6,7 @@ those steps). Registered with the ``landmarkinit`` command through the ``landmar
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from LandmarkInitLib.cli import EXIT_OK, CommandGroup
@@ -157,7 +158,7 @@ def cmd_experiment(args) -> int:
     experiment = load_experiment(args.file, args.work_dir, dict(args.set or []))
     if args.dry_run:
         for step in experiment.steps:
-            print(f"{step.name}: landmarkinit {' '.join(step.argv)}")
+            print(f"{step.name}: {shlex.join(['landmarkinit', *step.argv])}")
         return EXIT_OK
     log = run_experiment(experiment, only=args.only, progress=not args.quiet)
     print(f"{experiment.name}: {len(log['steps'])} steps done in {args.work_dir} (log: experiment_log.json)")

@@ -76,17 +76,157 @@ def test_run_passes_backend_and_threads_to_the_detectors(tmp_path):
     assert report["mr"]["backend"] == "torchscript"
 
 
-def test_a_missing_optional_package_names_the_extra_to_install(tmp_path):
+def test_a_missing_optional_package_names_the_extra_to_install():
     code = (
         "import sys\n"
-        "sys.modules['scipy'] = None\n"  # as in an install without the research extra
+        "sys.modules['trame'] = None\n"  # as in an install without the app extra
         "from LandmarkInitLib.cli import main\n"
-        f"sys.exit(main(['phantom', '--output', {str(tmp_path / 'd')!r}, '--quiet']))\n"
+        "sys.exit(main(['app', '--port', '0']))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert (
-        r.stderr.strip()
-        == "landmarkinit phantom: error: this command needs scipy: pip install 'landmarkinit[research]'"
+    assert r.stderr.strip() == "landmarkinit app: error: this command needs trame: pip install 'landmarkinit[app]'"
+
+
+def test_clinical_commands_work_when_the_research_bench_cannot_be_loaded():
+    code = (
+        "import sys\n"
+        "sys.modules['LandmarkInitResearch'] = None\n"  # a broken or partial install
+        "from LandmarkInitLib.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "print(parser.epilog)\n"
+        "parser.parse_args(['run', '--mr', 'a', '--us', 'b', '-o', 'c'])\n"
     )
-    assert not (tmp_path / "d").exists()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "clinical commands:" in r.stdout and "phantom" not in r.stdout
+    assert "research commands could not be loaded" in r.stdout
+
+
+# Every option of release 0.1's `landmarkinit`, with its default: the compatibility the release promises.
+RELEASE_0_1_OPTIONS = {
+    "app": {
+        "--mr": None,
+        "--us": None,
+        "--host": "127.0.0.1",
+        "--port": 0,
+        "--output-dir": "landmarkinit-output",
+        "--open": False,
+        "--backend": "auto",
+    },
+    "detect": {
+        "--volume": None,
+        "--modality": None,
+        "--model": None,
+        "--output": None,
+        "--backend": "onnx",
+        "--force": False,
+    },
+    "evaluate": {
+        "--data": None,
+        "--output-dir": None,
+        "--mr-model": None,
+        "--us-model": None,
+        "--workers": 1,
+        "--calibrate-qa": None,
+        "--qa-thresholds": None,
+        "--description": None,
+        "--quiet": False,
+    },
+    "evaluate-detectors": {
+        "--models": None,
+        "--data": None,
+        "--output-dir": None,
+        "--backend": "onnx",
+        "--description": None,
+        "--quiet": False,
+    },
+    "export": {"run": None, "--output": None, "--name": None, "--force": False},
+    "phantom": {
+        "--count": 1,
+        "--seed": 0,
+        "--start": 0,
+        "--output": None,
+        "--workers": 1,
+        "--probe": "mixed",
+        "--partial-fraction": 0.15,
+        "--rectum-lateral": 4.0,
+        "--preview": None,
+        "--force": False,
+        "--quiet": False,
+    },
+    "register": {
+        "--fixed-landmarks": None,
+        "--moving-landmarks": None,
+        "--output": None,
+        "--mode": "rigid",
+        "--report": None,
+        "--csv-coordinate-system": None,
+        "--any-labels": False,
+        "--force": False,
+    },
+    "run": {
+        "--mr": None,
+        "--us": None,
+        "--cases": None,
+        "--output-dir": None,
+        "--mr-model": None,
+        "--us-model": None,
+        "--weighting": "spread",
+        "--refine": False,
+        "--qa-thresholds": None,
+        "--workers": 1,
+        "--dask": None,
+        "--threads": 1,
+        "--force": False,
+        "--quiet": False,
+    },
+    "train": {
+        "--data": None,
+        "--val-data": None,
+        "--modality": None,
+        "--method": None,
+        "--output": None,
+        "--epochs": 30,
+        "--batch-size": 4,
+        "--lr": 0.001,
+        "--lr-schedule": "constant",
+        "--seed": 0,
+        "--channels": [16, 32, 64, 128],
+        "--reg-weight": None,
+        "--grid-shape": None,
+        "--grid-spacing": None,
+        "--max-cases": None,
+        "--threads": None,
+        "--max-offset": 10.0,
+        "--no-augment": False,
+        "--init-weights": None,
+        "--resume": False,
+        "--quiet": False,
+    },
+    "two-stage": {
+        "--global": None,
+        "--local": None,
+        "--output": None,
+        "--iterations": 2,
+        "--mid-gland": 0.0,
+        "--axis-plane": 0.0,
+        "--mirror-average": False,
+        "--name": None,
+        "--force": False,
+    },
+}
+
+
+@pytest.mark.parametrize("command", sorted(RELEASE_0_1_OPTIONS))
+def test_every_option_of_the_previous_release_keeps_its_default(command):
+    actions = {}
+    for action in subcommands()[command]._actions:
+        for name in action.option_strings or [action.dest]:
+            actions[name] = action
+    for name, default in RELEASE_0_1_OPTIONS[command].items():
+        assert name in actions, f"{command} lost {name}"
+        new = actions[name].default
+        assert (str(new) if default is not None and new is not None else new) == (
+            str(default) if default is not None else None
+        ), f"{command} {name}: default {new!r}, was {default!r}"

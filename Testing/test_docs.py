@@ -29,9 +29,25 @@ def test_relative_links_resolve(page):
     assert not missing, missing
 
 
+# Paths written in backticks that name files of the repository (not build outputs or data folders).
+REPO_PATH = re.compile(
+    r"`((?:LandmarkInit|LandmarkInitLib|LandmarkInitResearch|Testing|tools|docs|Resources|requirements)/[^`\s*{}<>]*)`"
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_repository_paths_in_backticks_exist(page):
+    missing = []
+    for path in REPO_PATH.findall(page.read_text(encoding="utf-8")):
+        base = ROOT / "LandmarkInit" if path.startswith("LandmarkInitLib/") else ROOT
+        if not (base / path.rstrip("/")).exists():
+            missing.append(path)
+    assert not missing, missing
+
+
 def test_readme_quotes_no_measured_figure():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    figures = re.findall(r"\d+(?:\.\d+)?\s*(?:mm|ms|%|s per|cases/min)\b", text)
+    figures = re.findall(r"\d+(?:\.\d+)?\s?(?:mm|ms|s|%|MB|cases/min)(?![\w/])", text)
     assert not figures, figures
 
 

@@ -1,4 +1,5 @@
-"""The experiment runner: the shipped smoke experiment runs end to end, resumes, and refuses what it cannot do."""
+"""The experiment runner: the shipped experiment files hold valid commands; the runner runs real steps, resumes,
+reruns a step by name and refuses what it cannot do."""
 
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ def test_an_experiment_runs_its_steps_resumes_and_reruns_a_step_by_name(tiny_dat
     assert main(args) == EXIT_OK
     log = json.loads((work / LOG_FILE).read_text())
     assert [s["status"] for s in log["steps"]] == ["skipped: outputs present"] * 2
+    assert "--iterations" in log["steps"][0]["made_by"]["command"]  # what made the outputs: the first run
+    assert log["steps"][0]["made_by"]["command"][log["steps"][0]["made_by"]["command"].index("--iterations") + 1] == "1"
     # one step asked for by name is redone when its outputs are gone, with the file's default variables
     (work / "us.json").unlink()
     assert main([*args, "--only", "card"]) == EXIT_OK
@@ -136,4 +139,5 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
     assert main(["experiment", str(EXPERIMENTS / "smoke.json"), "--work-dir", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("landmarkinit ") == 8 and "train_global: landmarkinit train" in out
+    assert "--description 'smoke run: toy sizes, figures meaningless'" in out  # quoted, ready to paste
     assert not (tmp_path / "w").exists()

@@ -3,6 +3,7 @@ models; the product imports only what Slicer bundles, and never the research ben
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from extension_layout import (
     MODULE_DIR,
     ROOT,
     cmake_scripts,
+    cmake_text,
     front_end_files,
     imported_modules,
     installed_data_files,
@@ -30,6 +32,20 @@ def test_the_extension_installs_exactly_the_module_and_the_runtime_library():
     listed = cmake_scripts()
     assert listed == expected, f"missing from CMake: {expected - listed}; listed but not runtime: {listed - expected}"
     assert not any(p.relative_to(LIB).parts[0] in FRONT_ENDS for p in listed if LIB in p.parents)
+
+
+def test_the_cmake_files_install_nothing_else():
+    """Besides the script list and the data files checked above, no CMake line installs or names anything of the
+    front ends or the research bench."""
+    def code(text):  # without comments
+        return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+    module_cmake = code(cmake_text())
+    top_cmake = code((ROOT / "CMakeLists.txt").read_text())
+    for text in (module_cmake, top_cmake):
+        for outside in ("LandmarkInitResearch", "LandmarkInitLib/cli", "LandmarkInitLib/app", "install(DIRECTORY"):
+            assert outside not in text, outside
+    assert top_cmake.count("install(") == 0 and module_cmake.count("install(") == 1  # the data files' loop
 
 
 def test_the_extension_installs_only_the_shipped_models_and_the_sample_data():
@@ -70,6 +86,26 @@ def test_the_product_never_imports_its_front_ends_or_the_research_bench():
     assert not offenders, offenders
 
 
+def test_no_product_module_names_the_research_bench_even_as_a_string():
+    """Imports by name (importlib.import_module("..."), __import__) are invisible to the import checks above."""
+    offenders = []
+    for path in product_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                if "LandmarkInitResearch" in node.value:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
 def test_the_research_bench_uses_the_product_and_not_the_browser_app():
     imports = {path: imported_modules(path) for path in research_files()}
     assert any(n.startswith("LandmarkInitLib.detection") for names in imports.values() for n in names)
@@ -107,13 +143,13 @@ def test_pure_modules_import_without_slicer_or_vtk():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_release_0_1_module_names_still_import_with_a_deprecation_warning():
+def test_release_0_1_module_names_still_import_with_a_warning():
     code = (
         "import warnings\n"
         "warnings.simplefilter('error')\n"
         "try:\n"
         "    from LandmarkInitLib.workflow import LandmarkSession\n"
-        "except DeprecationWarning as e:\n"
+        "except FutureWarning as e:\n"
         "    assert 'LandmarkInitLib.session' in str(e), e\n"
         "else:\n"
         "    raise AssertionError('no warning')\n"

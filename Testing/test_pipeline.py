@@ -323,6 +323,8 @@ def test_a_pair_is_refused_as_swapped_only_when_both_detectors_say_so(global_det
     swapped = "the MR volume looks like ultrasound and the US volume like MR: are the MR and US inputs swapped?"
     with pytest.raises(LandmarkInitError, match=exactly(swapped)):
         initialize(us_image, mr_image, global_detectors)
+    scored = initialize(us_image, mr_image, global_detectors, refuse_swapped=False)  # as the evaluations do
+    assert FLAG_LOOKS_LIKE_ULTRASOUND in scored.mr.flags and FLAG_NOT_ULTRASOUND in scored.us.flags
     both_mr = initialize(mr_image, mr_image, global_detectors)  # only the US detector objects
     assert FLAG_NOT_ULTRASOUND in both_mr.us.flags and FLAG_LOOKS_LIKE_ULTRASOUND not in both_mr.mr.flags
     both_us = initialize(us_image, us_image, global_detectors)  # only the MR detector objects

@@ -20,6 +20,8 @@ from LandmarkInitLib.resources import DETECTOR_CHOICES
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "Resources" / "Models"
 OUTPUT = ROOT / "docs" / "models.md"
+# How the cards name an earlier release of a model that a run was fine-tuned from (its sha256 identifies it).
+PREVIOUS_RELEASE = "PREVIOUS_RELEASE/"
 
 
 def dataset_rows(datasets) -> list[str]:
@@ -44,7 +46,12 @@ def training_chain(training: dict) -> list[str]:
     while source:
         sha = f" (sha256 {source['sha256'][:12]}...)" if source.get("sha256") else ""
         made = f", made by `{source['command']}`" if source.get("command") else ""
-        lines.append(f"{'  ' * depth}- starting from the weights of `{source.get('weights')}`{sha}{made}")
+        weights = str(source.get("weights"))
+        if weights.startswith(PREVIOUS_RELEASE):  # a card shipped before this one, under the same name
+            what = f"the previously released `{weights[len(PREVIOUS_RELEASE):]}`"
+        else:
+            what = f"`{weights}`"
+        lines.append(f"{'  ' * depth}- starting from the weights of {what}{sha}{made}")
         source, depth = source.get("fine_tuned_from"), depth + 1
     return lines
 
@@ -109,7 +116,10 @@ def render() -> str:
         "",
         "Every detector below was trained on the **synthetic phantom** only (docs/phantom.md), never on patient "
         "data; figures on held-out phantom test cases are in [results/detectors/detectors.md]"
-        "(results/detectors/detectors.md). No real TRUS was available to train or test on.",
+        "(results/detectors/detectors.md). No real TRUS was available to train or test on. Several networks were "
+        "fine-tuned over a few releases: each lists the run that made it, then the earlier runs its starting "
+        "weights came from (`PREVIOUS_RELEASE/` in a command stands for the file shipped before, identified by its "
+        "sha256; `data/...` folders are the phantom datasets in the tables, by seed).",
         "",
         "## Detectors offered in the Slicer module and the browser app",
         "",

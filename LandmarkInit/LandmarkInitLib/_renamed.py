@@ -1,5 +1,7 @@
-"""Module names of release 0.1 that moved in 0.2, still importable (with a DeprecationWarning) until the next
-release, so that scripts written for Slicer's Python console keep working. Remove this file then."""
+"""Module names of release 0.1 that moved in 0.2, still importable (with a FutureWarning, which Slicer's Python
+console shows) until the next release, so that scripts written for the console keep working. Remove this file then.
+The research modules (phantom, training, evaluation) moved to the LandmarkInitResearch package without an alias:
+the runtime library never imports them."""
 
 from __future__ import annotations
 
@@ -27,11 +29,12 @@ RENAMED = {
     "LandmarkInitLib.overlay_figure": "LandmarkInitLib.pipeline.overlay_figure",
     "LandmarkInitLib.workflow": "LandmarkInitLib.session",
     "LandmarkInitLib.detection.runtime": "LandmarkInitLib.detection.detectors",
+    "LandmarkInitLib.app.runtime": "LandmarkInitLib.app.slicer_app",
 }
 
 
 def warn_renamed(old: str, new: str) -> None:
-    warnings.warn(f"{old} is now {new}; the old name goes in the next release", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{old} is now {new}; the old name goes in the next release", FutureWarning, stacklevel=3)
 
 
 class _RenamedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

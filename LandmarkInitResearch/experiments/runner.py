@@ -104,6 +104,7 @@ def run_experiment(experiment: Experiment, *, only=None, progress: bool = True) 
     if unknown:
         raise LandmarkInitError(f"{experiment.path.name} has no step {', '.join(unknown)}")
     work_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_runs(work_dir)
     log = {
         "experiment": experiment.name,
         "file": str(experiment.path),
@@ -117,7 +118,8 @@ def run_experiment(experiment: Experiment, *, only=None, progress: bool = True) 
             continue
         record = {"name": step.name, "command": ["landmarkinit", *step.argv]}
         if step.outputs and all(Path(o).exists() for o in step.outputs):
-            log["steps"].append(record | {"status": "skipped: outputs present"})
+            # the outputs were made by an earlier run, perhaps with other variables: keep what that run recorded
+            log["steps"].append(record | {"status": "skipped: outputs present", "made_by": earlier.get(step.name)})
             _write_log(work_dir, log)
             continue
         if progress:
@@ -147,6 +149,21 @@ def run_experiment(experiment: Experiment, *, only=None, progress: bool = True) 
         if missing:
             raise LandmarkInitError(f"step {step.name!r} finished but did not write {', '.join(missing)}")
     return log
+
+
+def _earlier_runs(work_dir: Path) -> dict:
+    """Step name -> the record of the run that made its outputs, from the log an earlier run left."""
+    try:
+        steps = json.loads((work_dir / LOG_FILE).read_text(encoding="utf-8"))["steps"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return {}
+    runs = {}
+    for record in steps:
+        if record.get("status") == "ran":
+            runs[record["name"]] = {k: record[k] for k in ("command", "exit", "seconds") if k in record}
+        elif record.get("made_by"):
+            runs[record["name"]] = record["made_by"]
+    return runs
 
 
 def _write_log(work_dir: Path, log: dict) -> None:

@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REVIEW = 0, 1, 2, 3
 ENTRY_POINT_GROUP = "landmarkinit.commands"
 # Packages of the optional extras (pyproject.toml), for a clear message when a command needs one that is missing.
 OPTIONAL_PACKAGES = {
-    **dict.fromkeys(("scipy", "matplotlib", "torch", "monai", "onnx"), "research"),
+    **dict.fromkeys(("torch", "monai", "onnx"), "train"),
     **dict.fromkeys(("trame", "trame_slicer"), "app"),
 }
 
@@ -35,11 +35,18 @@ class CommandGroup:
     add_commands: Callable[[argparse._SubParsersAction], list[tuple[str, str]]]
 
 
-def command_groups() -> list[CommandGroup]:
+def command_groups() -> tuple[list[CommandGroup], list[str]]:
+    """The command groups, and a note for each registered group that could not be loaded (the clinical commands
+    must keep working on a partial or broken install)."""
     from LandmarkInitLib.cli.clinical import COMMANDS
 
-    plugins = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-    return [COMMANDS, *(ep.load() for ep in plugins)]
+    groups, problems = [COMMANDS], []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        try:
+            groups.append(ep.load())
+        except Exception as e:  # an installed plugin that fails to import must not take the clinical commands down
+            problems.append(f"{ep.name} commands could not be loaded ({type(e).__name__}: {e})")
+    return groups, problems
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.required = True
     sections = []
-    for group in command_groups():
+    groups, problems = command_groups()
+    for group in groups:
         listed = group.add_commands(sub)
         width = max(len(name) for name, _ in listed)
         sections.append(f"{group.title}:\n" + "\n".join(f"  {name:<{width}}  {summary}" for name, summary in listed))
-    parser.epilog = "\n\n".join(sections)
+    parser.epilog = "\n\n".join(sections + problems)
     return parser
 
 

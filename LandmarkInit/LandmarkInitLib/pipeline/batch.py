@@ -14,7 +14,6 @@ interruption; every file of a case is written atomically and report.json last).
 from __future__ import annotations
 
 import csv
-import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -195,6 +194,3 @@ def summary_text(summary: dict) -> str:
             lines.append(f"  review {o['case']}: {'; '.join(o['flags'])}")
     return "\n".join(lines)
 
-
-def load_summary(path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

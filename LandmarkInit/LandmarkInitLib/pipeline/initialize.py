@@ -98,12 +98,14 @@ def initialize(
     *,
     weighting: str = DEFAULT_WEIGHTING,
     progress: ProgressCallback | None = None,
+    refuse_swapped: bool = True,
 ) -> Initialization:
     """Detect the landmarks on both volumes (SimpleITK images or Slicer scalar volume nodes) and fit the rigid
     MR-to-US transform.
 
     ``progress(fraction, message)`` is called before each step; it may raise to cancel (nothing is kept).
-    Raises LandmarkInitError for a swapped pair or weights that cannot be formed. (Both detections list the same
+    Raises LandmarkInitError for a swapped pair (unless ``refuse_swapped`` is False: evaluations score every case)
+    or weights that cannot be formed. (Both detections list the same
     landmarks in the same order: model cards are refused unless they list exactly LANDMARK_LABELS.)"""
     report = progress or (lambda fraction, message: None)
     t0 = time.perf_counter()
@@ -114,7 +116,8 @@ def initialize(
     us = detectors.us.detect(us_volume)
     t2 = time.perf_counter()
     report(0.9, "Fitting the MR-to-US transform")
-    check_not_swapped(mr, us)
+    if refuse_swapped:
+        check_not_swapped(mr, us)
     weights = fit_weights(mr, us, weighting)
     fit = fit_rigid(mr.points_ras, us.points_ras, weights=weights)
     t3 = time.perf_counter()
