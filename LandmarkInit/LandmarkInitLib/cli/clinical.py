@@ -68,7 +68,10 @@ def cmd_register(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from LandmarkInitLib.detection.detectors import open_detector
+    import SimpleITK as sitk
+
+    from LandmarkInitLib.detection.detectors import modality_mismatch, open_detector
+    from LandmarkInitLib.io.images import read_image
     from LandmarkInitLib.io.markups import create_landmarks_node, write_landmarks_file
     from LandmarkInitLib.io.output_files import DETECTION_SIDECAR_SUFFIX, check_writable
     from LandmarkInitLib.io.scene import create_context
@@ -81,6 +84,13 @@ def cmd_detect(args) -> int:
     sidecar = Path(str(args.output)[: -len(".mrk.json")] + DETECTION_SIDECAR_SUFFIX)
     check_writable(args.output, args.force)
     check_writable(sidecar, args.force)
+    image = read_image(args.volume, args.modality.upper())
+    mismatch = modality_mismatch(sitk.GetArrayViewFromImage(image), args.modality)
+    if mismatch and not args.modality_mismatch_ok:
+        raise LandmarkInitError(
+            f"{args.volume} was given as --modality {args.modality} but {mismatch}; check the volume and "
+            "--modality, or pass --modality-mismatch-ok to detect anyway"
+        )
     card = args.model or default_model_card(args.modality)
     detector = open_detector(card, backend=args.backend, threads=args.threads)
     if detector.card.modality != args.modality:
@@ -88,7 +98,7 @@ def cmd_detect(args) -> int:
             f"model {card} is a {detector.card.modality.upper()} model but --modality is {args.modality}; "
             "give a model of the volume's modality"
         )
-    detection = detector.detect_file(args.volume)
+    detection = detector.detect_image(image)
     context = create_context()
     node = create_landmarks_node(context.scene, LandmarkSet(detection.labels, detection.points_ras), args.modality)
     for i, spread in enumerate(detection.spread_mm):
@@ -263,8 +273,15 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "flags, backend, timing).",
         [shared.runtime(), shared.force()],
     )
-    p.add_argument("--volume", required=True, type=Path, help="volume file (.nrrd, .nii, .nii.gz, .mha)")
+    p.add_argument(
+        "--volume", required=True, type=Path, help="volume file (.nrrd, .nii, .nii.gz, .mha) or DICOM series folder"
+    )
     p.add_argument("--modality", required=True, choices=MODALITIES)
+    p.add_argument(
+        "--modality-mismatch-ok",
+        action="store_true",
+        help="detect even if the volume's intensities look like the other modality (flagged in the output)",
+    )
     p.add_argument("--model", type=Path, help="model card JSON (default: the shipped model of the modality)")
     p.add_argument("--output", required=True, type=Path, help="landmarks file to write (.mrk.json)")
     p.set_defaults(func=cmd_detect)

@@ -155,23 +155,22 @@ class VolumeDetector:
         )
 
     def detect_file(self, path) -> Detection:
-        import SimpleITK as sitk
+        """Detect in a volume file or a folder holding one DICOM series."""
+        from LandmarkInitLib.io.images import read_image
 
-        from LandmarkInitLib.errors import LandmarkFileError
-
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as e:
-            raise LandmarkFileError(f"{path} could not be read as an image ({str(e).splitlines()[0][:120]})") from None
-        return self.detect_image(image)
+        return self.detect_image(read_image(path, "volume"))
 
     def detect_node(self, volume_node) -> Detection:
         """Detect in a Slicer scalar volume node (its own IJK-to-RAS; parent transforms are not applied)."""
         import slicer
 
-        return self.detect_array(
-            slicer.util.arrayFromVolume(volume_node).astype(np.float32), VolumeGeometry.from_volume_node(volume_node)
-        )
+        try:
+            return self.detect_array(
+                slicer.util.arrayFromVolume(volume_node).astype(np.float32),
+                VolumeGeometry.from_volume_node(volume_node),
+            )
+        except InvalidVolumeError as e:
+            raise InvalidVolumeError(f"{e} (volume {volume_node.GetName()!r})") from None
 
 
 class StageNetwork:
@@ -203,7 +202,7 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
 
     def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
         """Detect in a volume given as numpy [k, j, i] with its geometry (RAS)."""
-        check_volume(array)
+        check_volume(array, f"the {self.card.modality.upper()} volume")
         t0 = time.perf_counter()
         x, grid_geometry = prepare_input(
             sitk_image(array, geometry), geometry, self.card.grid, self.card.modality, self.card.normalization
@@ -347,9 +346,23 @@ def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, 
             flags.append(f"{label}: heatmap spread {s:.1f} mm exceeds {limit:.1f} mm (low confidence)")
         if not inside:
             flags.append(f"{label}: detected outside the volume")
-    looks_us = float(array.min()) >= 0.0 and float(array.max()) <= 255.0 and float(np.mean(array == 0)) > 0.05
-    if card.modality == "us" and not looks_us:
-        flags.append(FLAG_NOT_ULTRASOUND)
-    if card.modality == "mr" and looks_us and float(np.mean(array == 0)) > 0.2:
-        flags.append(FLAG_LOOKS_LIKE_ULTRASOUND)
+    if modality_mismatch(array, card.modality):
+        flags.append(FLAG_NOT_ULTRASOUND if card.modality == "us" else FLAG_LOOKS_LIKE_ULTRASOUND)
     return flags
+
+
+def modality_mismatch(array: np.ndarray, modality: str) -> str | None:
+    """Why a volume's intensities do not look like ``modality``, or None. B-mode US is display-scaled to 0-255
+    with exact zeros around the fan; MR has no such range and no zero background that large."""
+    low, high = float(array.min()), float(array.max())
+    zeros = float(np.mean(array == 0))
+    eight_bit = low >= 0.0 and high <= 255.0
+    if modality == "us" and not (eight_bit and zeros > 0.05):
+        why = f"values from {low:g} to {high:g}, not 0-255" if not eight_bit else f"only {zeros:.1%} of voxels are 0"
+        return f"it does not look like B-mode ultrasound ({why}; ultrasound is 0-255 with a zero background)"
+    if modality == "mr" and eight_bit and zeros > 0.2:
+        return (
+            f"it looks like 8-bit ultrasound (values {low:g} to {high:g}, {zeros:.0%} of voxels exactly 0: the "
+            "background around an ultrasound fan)"
+        )
+    return None

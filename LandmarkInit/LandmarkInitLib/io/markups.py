@@ -9,6 +9,7 @@ node converts; the library only ever sees RAS.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +32,10 @@ from LandmarkInitLib.landmarks import (
 FIDUCIAL_CLASS = "vtkMRMLMarkupsFiducialNode"
 READABLE_SUFFIXES = (".mrk.json", ".json", ".fcsv", ".csv")
 COORDINATE_SYSTEMS = ("RAS", "LPS")
+# Slicer's .fcsv columns; its reader takes them by position (x, y, z at 1-3, label at 11), whatever the header says.
+FCSV_COLUMNS = "id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID"
+# Coordinate columns of Slicer's Markups "Export to CSV" tables (label,l,p,s,defined,...): they name the system.
+TABLE_COORDINATE_COLUMNS = {("l", "p", "s"): "LPS", ("r", "a", "s"): "RAS"}
 
 
 # --- nodes ------------------------------------------------------------------------------------------
@@ -72,7 +77,12 @@ def landmarks_from_node(node, expected_labels: Iterable[str] | None = LANDMARK_L
     labels, points = [], []
     for i in range(node.GetNumberOfControlPoints()):
         label = node.GetNthControlPointLabel(i)
-        if node.GetNthControlPointPositionStatus(i) != node.PositionDefined:
+        status = node.GetNthControlPointPositionStatus(i)
+        if status == node.PositionMissing:
+            raise LandmarkLabelError(
+                f"{source}: point {label or i!r} is marked missing (skipped in Slicer); place it or delete it"
+            )
+        if status != node.PositionDefined:
             raise LandmarkLabelError(f"{source}: point {label or i!r} has no position yet; place it or delete it")
         p = [0.0, 0.0, 0.0]
         node.GetNthControlPointPosition(i, p)
@@ -157,6 +167,10 @@ def read_landmarks_file(
             node.RemoveAttribute("LandmarkInit.Modality")
         return node, landmarks
 
+    if name.endswith(".fcsv"):
+        _check_fcsv_columns(path)
+    else:
+        _check_single_markup(path)
     node_id = context.markups_logic.LoadMarkups(str(path))
     node = context.scene.GetNodeByID(node_id) if node_id else None
     if node is None:
@@ -184,6 +198,61 @@ def _node_name(path: Path) -> str:
     return name
 
 
+def _check_single_markup(path: Path) -> None:
+    """Slicer's reader takes the first markup of a file silently: refuse a file holding several."""
+    try:
+        markups = json.loads(path.read_text(encoding="utf-8-sig")).get("markups")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return  # not markups JSON: Slicer's reader says so
+    if not isinstance(markups, list) or len(markups) < 2:
+        return
+
+    def describe(n: int, markup) -> str:
+        markup = markup if isinstance(markup, dict) else {}
+        points = markup.get("controlPoints") or []
+        labels = [str(p.get("label", "")) for p in points[:3] if isinstance(p, dict)]
+        name, kind = markup.get("name"), markup.get("type", "?")
+        shown = ", ".join(labels) + (", ..." if len(points) > 3 else "")
+        return f"{n}: {f'{name!r}, ' if name else ''}{kind} of {len(points)} points ({shown})"
+
+    listed = "; ".join(describe(n, m) for n, m in enumerate(markups, start=1))
+    raise LandmarkFileError(
+        f"{path} holds {len(markups)} markups ({listed}); save the point list of the landmarks on its own in a "
+        ".mrk.json file and give that file"
+    )
+
+
+def _check_fcsv_columns(path: Path) -> None:
+    """Slicer reads .fcsv columns by position; refuse a file whose columns are elsewhere (it would be read with
+    empty labels or wrong coordinates)."""
+    versioned, declared, short = False, None, None
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        for n, raw in enumerate(f, start=1):
+            line = raw.strip()
+            if line.startswith("# Markups fiducial file version"):
+                versioned = True
+            elif line.startswith("# columns ="):
+                declared = [c.strip() for c in line.partition("=")[2].split(",")]
+            elif line and not line.startswith("#") and short is None:
+                fields = next(csv.reader([line]))
+                if len(fields) < 12:
+                    short = (n, line)
+    if not versioned:
+        return  # a Slicer 3 file (label,x,y,z,sel,vis): Slicer reads it as such
+    expected = FCSV_COLUMNS.split(",")
+    fix = "save the points from Slicer again, or write a .csv with the header 'label,x,y,z'"
+    if declared is not None and (declared[1:4] != expected[1:4] or declared[11:12] != ["label"]):
+        raise LandmarkFileError(
+            f"{path}: wrong columns for a Slicer .fcsv file: '# columns = {','.join(declared)}', but Slicer reads "
+            f"'# columns = {FCSV_COLUMNS}' (by position: x,y,z 2nd to 4th, label 12th); {fix}"
+        )
+    if short is not None:
+        raise LandmarkFileError(
+            f"{path}, line {short[0]}: {short[1]!r} has fewer columns than Slicer's .fcsv "
+            f"'# columns = {FCSV_COLUMNS}' (the label is the 12th); {fix}"
+        )
+
+
 def _read_csv(path: Path, coordinate_system: str | None) -> LandmarkSet:
     stated = None
     rows = []
@@ -198,6 +267,15 @@ def _read_csv(path: Path, coordinate_system: str | None) -> LandmarkSet:
                     stated = value.strip().upper()
                 continue
             rows.append(line)
+    reader = csv.reader(rows)
+    header = [h.strip().lower() for h in next(reader, [])]
+    columns = ",".join(header[:4])
+    in_header = TABLE_COORDINATE_COLUMNS.get(tuple(header[1:4])) if header[:1] == ["label"] else None
+    if in_header is None and header[:4] != ["label", "x", "y", "z"]:
+        raise LandmarkFileError(
+            f"{path}: the first row must be the header 'label,x,y,z' (or 'label,l,p,s' / 'label,r,a,s' as Slicer "
+            f"exports it), got {','.join(header)!r}"
+        )
     if coordinate_system is not None:
         coordinate_system = coordinate_system.upper()
         if stated is not None and stated != coordinate_system:
@@ -205,7 +283,18 @@ def _read_csv(path: Path, coordinate_system: str | None) -> LandmarkSet:
                 f"{path} states coordinateSystem = {stated} but {coordinate_system} was requested; "
                 "remove one of the two statements"
             )
-    system = coordinate_system or stated
+    if in_header is not None:
+        if stated is not None and stated != in_header:
+            raise LandmarkFileError(
+                f"{path}: its columns '{columns}' are {in_header} coordinates but its line '# coordinateSystem = "
+                f"{stated}' says otherwise: a conflict; correct or remove that line"
+            )
+        if coordinate_system is not None and coordinate_system != in_header:
+            raise LandmarkFileError(
+                f"{path}: its columns '{columns}' are {in_header} coordinates but --csv-coordinate-system "
+                f"{coordinate_system} was given: a conflict; leave the option out (the column names state the system)"
+            )
+    system = in_header or coordinate_system or stated
     if system is None:
         raise LandmarkFileError(
             f"{path} does not state its coordinate system; add a line '# coordinateSystem = RAS' "
@@ -213,18 +302,20 @@ def _read_csv(path: Path, coordinate_system: str | None) -> LandmarkSet:
         )
     if system not in COORDINATE_SYSTEMS:
         raise LandmarkFileError(f"{path}: coordinate system {system!r} unknown; use RAS or LPS")
-    reader = csv.reader(rows)
-    header = [h.strip().lower() for h in next(reader, [])]
-    if header[:4] != ["label", "x", "y", "z"]:
-        raise LandmarkFileError(f"{path}: the first row must be the header 'label,x,y,z', got {','.join(header)!r}")
+    defined = header.index("defined") if in_header is not None and "defined" in header else None
     labels, points = [], []
     for n, row in enumerate(reader, start=2):
         if len(row) < 4:
-            raise LandmarkFileError(f"{path}, row {n}: expected label,x,y,z, got {','.join(row)!r}")
+            raise LandmarkFileError(f"{path}, row {n}: expected {columns}, got {','.join(row)!r}")
         try:
             xyz = [float(v) for v in row[1:4]]
         except ValueError:
             raise LandmarkFileError(f"{path}, row {n}: coordinates {row[1:4]} are not numbers") from None
+        if defined is not None and defined < len(row) and row[defined].strip().lower() in ("0", "false"):
+            raise LandmarkFileError(
+                f"{path}, row {n}: point {row[0].strip()!r} has no position (defined = 0: not placed, or marked "
+                "missing in Slicer); place it or delete it"
+            )
         labels.append(row[0].strip())
         points.append(xyz)
     if not labels:

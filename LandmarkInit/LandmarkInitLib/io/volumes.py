@@ -18,16 +18,27 @@ def load_volume(context, path, name: str | None = None, *, labelmap: bool = Fals
     """Load a 3-D volume file as a scalar (or label map) volume node."""
     import vtk
 
+    from LandmarkInitLib.io.images import check_volume_path, itk_read_failure, nifti_file_incomplete
+
     path = Path(path)
     if not path.exists():
         raise LandmarkFileError(f"volume file {path} does not exist")
+    if path.is_dir():
+        raise LandmarkFileError(f"{path} is a folder, not a volume file; give one of {', '.join(VOLUME_SUFFIXES)}")
+    check_volume_path(path)
     if not path.name.lower().endswith(VOLUME_SUFFIXES):
         raise LandmarkFileError(f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
     node_name = name or path.name.split(".")[0]
     options = 1 if labelmap else 0  # bit 0 of the archetype loading options: label map
     node = context.volumes_logic.AddArchetypeVolume(str(path), node_name, options, vtk.vtkStringArray())
     if node is None or node.GetImageData() is None:
-        raise LandmarkFileError(f"{path} could not be read as a volume (is the file complete and 3-D?)")
+        # Slicer reads with ITK too but keeps the reason to its log: read again with SimpleITK to tell the user why
+        reason = itk_read_failure(path) or "is the file complete and 3-D?"
+        raise LandmarkFileError(f"{path} could not be read as a volume: {reason}")
+    incomplete = nifti_file_incomplete(path)
+    if incomplete:
+        context.scene.RemoveNode(node)
+        raise LandmarkFileError(f"{path} is incomplete: {incomplete}; copy the file again")
     dims = node.GetImageData().GetDimensions()
     if min(dims) < 2:
         context.scene.RemoveNode(node)

@@ -19,6 +19,7 @@ import numpy as np
 
 from LandmarkInitLib import __version__
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
+from LandmarkInitLib.io.images import check_distinct_volumes, read_image
 from LandmarkInitLib.io.output_files import (
     LANDMARK_TRANSFORM_FILE,
     MR_LANDMARKS_FILE,
@@ -41,21 +42,6 @@ class RunResult:
     landmark_matrix: np.ndarray
     quality: QualityReport
     report: dict
-
-
-def read_image(path, what: str):
-    import SimpleITK as sitk
-
-    path = Path(path)
-    if not path.is_file():
-        raise LandmarkFileError(f"{what} volume {path} does not exist")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise LandmarkFileError(f"{what} volume {path} could not be read ({str(e).splitlines()[0][:120]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise LandmarkFileError(f"{what} volume {path} is not a 3-D scalar image")
-    return image
 
 
 def check_output_dir(output_dir: Path, force: bool) -> None:
@@ -121,6 +107,7 @@ def run_case(
     from LandmarkInitLib.pipeline.overlay_figure import write_overlay_png
     from LandmarkInitLib.pipeline.report import write_json
 
+    check_distinct_volumes(mr_path, us_path)  # before anything is created
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
