@@ -410,10 +410,15 @@ NO_SYSTEM = (
             "# coordinateSystem = LPS = RAS\nlabel,x,y,z\n" + CSV_ROWS,
             "{path}: coordinate system 'LPS = RAS' unknown; use RAS or LPS",
         ),
-        ("# coordinateSystem = RAS\n", "{path}: the first row must be the header 'label,x,y,z', got ''"),
+        (
+            "# coordinateSystem = RAS\n",
+            "{path}: the first row must be the header 'label,x,y,z' (or 'label,l,p,s' / 'label,r,a,s' as Slicer "
+            "exports it), got ''",
+        ),
         (
             "# coordinateSystem = RAS\nname, r,a,s\n",
-            "{path}: the first row must be the header 'label,x,y,z', got 'name,r,a,s'",
+            "{path}: the first row must be the header 'label,x,y,z' (or 'label,l,p,s' / 'label,r,a,s' as Slicer "
+            "exports it), got 'name,r,a,s'",
         ),
         ("# coordinateSystem = RAS\nlabel,x,y,z\n", "{path} has no landmark rows"),
         (
@@ -480,3 +485,119 @@ def test_writing_landmarks_exact_errors_and_no_temporary_node(context, tmp_path)
         LandmarkFileError, match=exactly(f"Slicer's markups writer could not write {tmp_path / 't.mrk.json'}")
     ):
         write_landmarks_file(context, transform, tmp_path / "t.mrk.json")
+
+
+# --- files as Slicer writes them: missing points, exported tables, several lists, .fcsv columns ---------------------
+
+
+def test_a_point_marked_missing_is_called_missing(context, tmp_path):
+    """Slicer 5 lets a user skip a point on purpose ("missing"); that is not a point still to be placed."""
+    node = create_landmarks_node(context.scene, POINTS, "mr")
+    node.SetNthControlPointPositionMissing(1)
+    message = "point 'bladder_neck' is marked missing (skipped in Slicer); place it or delete it"
+    with pytest.raises(LandmarkLabelError, match=exactly(f"markups 'MR landmarks': {message}")):
+        landmarks_from_node(node)
+    path = write_landmarks_file(context, node, tmp_path / "skipped.mrk.json")
+    with pytest.raises(LandmarkLabelError, match=exactly(f"{path}: markups 'skipped': {message}")):
+        read_landmarks_file(context, path)
+    node.UnsetNthControlPointPosition(2)  # never placed: still "no position yet"
+    node.SetNthControlPointPosition(1, 0.0, 0.0, 0.0)
+    with pytest.raises(LandmarkLabelError, match="'posterior_median' has no position yet; place it or delete it"):
+        landmarks_from_node(node)
+
+
+@pytest.mark.parametrize("lps, columns", [(True, "label,l,p,s"), (False, "label,r,a,s")])
+def test_slicer_export_to_csv_is_read_in_the_system_its_columns_name(context, tmp_path, lps, columns):
+    node = create_landmarks_node(context.scene, POINTS, "mr")
+    path = tmp_path / "exported.csv"
+    assert context.markups_logic.ExportControlPointsToCSV(node, str(path), lps)  # Markups module "Export to CSV"
+    assert path.read_text().splitlines()[0].replace('"', "").startswith(columns + ",defined,")
+    _, landmarks = read_landmarks_file(context, path)
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras, atol=1e-9)
+    system, other = ("LPS", "RAS") if lps else ("RAS", "LPS")
+    _, landmarks = read_landmarks_file(context, path, csv_coordinate_system=system)  # agrees: fine
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras, atol=1e-9)
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path}: its columns '{columns}' are {system} coordinates but --csv-coordinate-system {other} was "
+            "given: a conflict; leave the option out (the column names state the system)"
+        ),
+    ):
+        read_landmarks_file(context, path, csv_coordinate_system=other)
+    stated = write_csv(tmp_path / "stated.csv", f"# coordinateSystem = {other}\n" + path.read_text())
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{stated}: its columns '{columns}' are {system} coordinates but its line '# coordinateSystem = {other}' "
+            "says otherwise: a conflict; correct or remove that line"
+        ),
+    ):
+        read_landmarks_file(context, stated)
+    # a point skipped in Slicer is exported with defined = 0
+    node.SetNthControlPointPositionMissing(2)
+    context.markups_logic.ExportControlPointsToCSV(node, str(path), lps)
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path}, row 4: point 'posterior_median' has no position (defined = 0: not placed, or marked missing in "
+            "Slicer); place it or delete it"
+        ),
+    ):
+        read_landmarks_file(context, path)
+
+
+def test_a_markups_file_of_several_point_lists_is_refused(context, tmp_path):
+    first = create_landmarks_node(context.scene, POINTS, "mr")
+    path = write_landmarks_file(context, first, tmp_path / "two.mrk.json")
+    data = json.loads(path.read_text())
+    second = json.loads(json.dumps(data["markups"][0]))
+    second["controlPoints"][0]["label"] = "F-1"
+    data["markups"].append(second)
+    path.write_text(json.dumps(data))
+    n_before = context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path} holds 2 markups (1: Fiducial of 3 points (apex, bladder_neck, posterior_median); 2: Fiducial of "
+            "3 points (F-1, bladder_neck, posterior_median)); save the point list of the landmarks on its own in a "
+            ".mrk.json file and give that file"
+        ),
+    ):
+        read_landmarks_file(context, path)
+    assert context.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode") == n_before
+
+
+FCSV_HEADER = "# Markups fiducial file version = 5.6\n# CoordinateSystem = LPS\n"
+FCSV_FIX = "save the points from Slicer again, or write a .csv with the header 'label,x,y,z'"
+SLICER_COLUMNS = "id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID"
+
+
+@pytest.mark.parametrize("columns", ["id,x,y,label", "id,x,y,z,label", "label,x,y,z"])
+def test_fcsv_with_other_columns_names_the_columns_slicer_reads(context, tmp_path, columns):
+    rows = "".join(f"{i},{lb},1,2,3\n" for i, lb in enumerate(LANDMARK_LABELS))
+    path = write_csv(tmp_path / "p.fcsv", f"{FCSV_HEADER}# columns = {columns}\n{rows}")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path}: wrong columns for a Slicer .fcsv file: '# columns = {columns}', but Slicer reads "
+            f"'# columns = {SLICER_COLUMNS}' (by position: x,y,z 2nd to 4th, label 12th); {FCSV_FIX}"
+        ),
+    ):
+        read_landmarks_file(context, path)
+
+
+def test_fcsv_rows_too_short_for_a_label_are_refused_and_slicer_3_files_still_read(context, tmp_path):
+    path = write_csv(tmp_path / "p.fcsv", FCSV_HEADER + "1,1,2,3,apex\n")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path}, line 3: '1,1,2,3,apex' has fewer columns than Slicer's .fcsv '# columns = {SLICER_COLUMNS}' "
+            f"(the label is the 12th); {FCSV_FIX}"
+        ),
+    ):
+        read_landmarks_file(context, path)
+    # no version line: Slicer 3's label,x,y,z,sel,vis (RAS), which Slicer reads
+    rows = "".join(f"{lb},{p[0]},{p[1]},{p[2]},1,1\n" for lb, p in zip(POINTS.labels, POINTS.points_ras, strict=True))
+    _, landmarks = read_landmarks_file(context, write_csv(tmp_path / "old.fcsv", rows))
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras)

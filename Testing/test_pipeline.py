@@ -399,11 +399,9 @@ def test_read_image_and_check_output_dir_errors_exact(tmp_path):
         read_image(missing, "MR")
     broken = tmp_path / "broken.nrrd"
     broken.write_bytes(b"NRRD0004\ntype: garbage\n")
-    with pytest.raises(RuntimeError) as itk_error:
-        sitk.ReadImage(str(broken))
-    first_line = str(itk_error.value).splitlines()[0][:120]
-    assert first_line.strip()
-    with pytest.raises(LandmarkFileError, match=exactly(f"US volume {broken} could not be read ({first_line})")):
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f'US volume {broken} could not be read: couldn\'t parse type "garbage"')
+    ):  # ITK's reason, not its source location (Testing/test_volume_input.py)
         read_image(broken, "US")
     flat = tmp_path / "flat.nrrd"
     sitk.WriteImage(sitk.Image(5, 6, sitk.sitkFloat32), str(flat))
