@@ -96,6 +96,45 @@ def test_similarity_mode_and_mixed_formats(context, tmp_path, rng):
     np.testing.assert_allclose(transform_matrix(load_transform(context, tmp_path / "t.tfm")), truth, atol=1e-9)
 
 
+def test_slicer_exported_tables_register_and_a_conflicting_system_is_refused(context, tmp_path, capsys):
+    """Slicer's Markups "Export to CSV" writes label,l,p,s (or label,r,a,s): the columns state the system."""
+    _, mr = read_landmarks_file(context, SAMPLE / "mr_landmarks.mrk.json")
+    _, us = read_landmarks_file(context, SAMPLE / "us_landmarks.mrk.json")
+    for landmarks, name, lps in ((mr, "mr.csv", True), (us, "us.csv", False)):
+        node = context.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+        for label, p in zip(landmarks.labels, landmarks.points_ras, strict=True):
+            node.AddControlPoint(*map(float, p), label)
+        assert context.markups_logic.ExportControlPointsToCSV(node, str(tmp_path / name), lps)
+    args = ["register", "--moving-landmarks", str(tmp_path / "mr.csv"), "--fixed-landmarks", str(tmp_path / "us.csv")]
+    assert main([*args, "--output", str(tmp_path / "t.h5")]) == 0
+    expected = fit_rigid(mr.ordered(LANDMARK_LABELS), us.ordered(LANDMARK_LABELS)).matrix
+    matrix = transform_matrix(load_transform(context, tmp_path / "t.h5"))
+    np.testing.assert_allclose(matrix, expected, atol=1e-3)  # the export keeps about 6 significant digits
+    capsys.readouterr()
+    assert main([*args, "--output", str(tmp_path / "u.h5"), "--csv-coordinate-system", "ras"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"landmarkinit register: error: {tmp_path / 'mr.csv'}: its columns 'label,l,p,s' are LPS coordinates but "
+        "--csv-coordinate-system RAS was given: a conflict; leave the option out (the column names state the system)"
+    ]
+    assert not (tmp_path / "u.h5").exists()
+
+
+def test_fcsv_with_wrong_columns_exits_2_naming_the_columns(tmp_path, capsys):
+    (tmp_path / "mr.fcsv").write_text(
+        "# Markups fiducial file version = 5.6\n# CoordinateSystem = LPS\n# columns = id,x,y,label\n"
+        "1,1,2,apex\n2,4,5,bladder_neck\n3,7,8,posterior_median\n"
+    )
+    message = (
+        "wrong columns for a Slicer .fcsv file: '# columns = id,x,y,label', but Slicer reads '# columns = "
+        "id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID'"
+    )
+    args = ["register", "--fixed-landmarks", str(SAMPLE / "us_landmarks.mrk.json")]
+    assert main([*args, "--moving-landmarks", str(tmp_path / "mr.fcsv"), "--output", str(tmp_path / "t.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "empty label" not in err[0]
+
+
 def bad_landmarks(tmp_path, context):
     write_landmarks(
         context,
