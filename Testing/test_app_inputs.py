@@ -3,6 +3,8 @@ own Slicer runtime (no browser needed)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -75,8 +77,14 @@ def test_folders_without_dicom_and_2d_files_are_refused_with_a_reason(runtime, t
     slicer_app, context = runtime
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(LandmarkFileError, match="no DICOM file found"):
+    # A damaged file with the DICOM preamble: refused in one message, without pydicom's warnings on the console.
+    (tmp_path / "empty" / "broken.dcm").write_bytes(
+        b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x04\x00abcd" + b"x" * 40
+    )
+    with warnings.catch_warnings(record=True) as shown, pytest.raises(LandmarkFileError, match="no DICOM file found"):
+        warnings.simplefilter("always")
         load_input(context, slicer_app.io_manager, tmp_path / "empty", "US")
+    assert [str(w.message) for w in shown] == []
 
     flat = tmp_path / "flat.nrrd"
     sitk.WriteImage(sitk.Image(16, 12, sitk.sitkUInt8), str(flat))

@@ -33,12 +33,18 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def output_root(tmp_path_factory) -> Path:
+    """The server's --output-dir: Save writes into it or its subfolders only."""
+    return tmp_path_factory.mktemp("app-output").resolve()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, output_root):
     """`landmarkinit app` on a free loopback port (the sample pair); stopped after the module's tests."""
     log = tmp_path_factory.mktemp("app-log") / "server.log"
     # --backend onnx: the runtime a Slicer without torch uses (the default, auto, picks TorchScript here)
     cmd = [sys.executable, "-m", "LandmarkInitLib.cli", "app", "--port", "0", "--host", "127.0.0.1"]
-    cmd += ["--backend", "onnx"]
+    cmd += ["--backend", "onnx", "--output-dir", str(output_root)]
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=tmp_path_factory.mktemp("app-cwd"))
     try:
@@ -114,14 +120,17 @@ def run_detect(page, button: str = "detect") -> dict:
     return debug_state(page)
 
 
-def save_to(page, folder: Path) -> None:
-    page.fill("[data-testid=output-dir] input", str(folder))
+def save_to(page, root: Path, subfolder: str) -> Path:
+    """Save into a subfolder of the server's output folder; returns that folder."""
+    folder = root / subfolder
+    page.fill("[data-testid=output-dir] input", subfolder)
     page.click("[data-testid=save]")
     page.wait_for_function(
         "(f) => document.body.innerText.includes('Saved ') && document.body.innerText.includes(f)",
         arg=str(folder),
         timeout=30_000,
     )
+    return folder
 
 
 def read_back(folder: Path):
@@ -146,21 +155,21 @@ def fused_pixels(page) -> np.ndarray:
     return np.asarray(Image.open(BytesIO(view_image(page, "fused").screenshot())).convert("L"), dtype=float)
 
 
-def test_detect_drag_save_in_the_browser(page, tmp_path):
+def test_detect_drag_save_in_the_browser(page, output_root):
     state = run_detect(page)
     assert set(state["view_points"]) == set(VIEWS)
     page.get_by_role("button", name="Apex", exact=True).wait_for()
     assert "detected with onnx" in page.inner_text("body")  # the page says which runtime ran
     matrix_detected = np.array(state["matrix"])
 
-    save_to(page, tmp_path / "detected")
-    mr0, us0, m0 = read_back(tmp_path / "detected")
+    detected = save_to(page, output_root, "detected")
+    mr0, us0, m0 = read_back(detected)
     np.testing.assert_allclose(m0, matrix_detected, atol=1e-3)  # the page shows the server's transform
 
     # Download offered: the bytes are those of the saved file.
     with page.expect_download() as download:
         page.get_by_role("button", name="mr_to_us.h5").click()
-    assert Path(download.value.path()).read_bytes() == (tmp_path / "detected" / "mr_to_us.h5").read_bytes()
+    assert Path(download.value.path()).read_bytes() == (detected / "mr_to_us.h5").read_bytes()
 
     # Drag the US apex along the screen's x axis, in the US view, with the mouse.
     time.sleep(1.0)  # let the fused view settle before the reference screenshot
@@ -191,8 +200,7 @@ def test_detect_drag_save_in_the_browser(page, tmp_path):
     assert changed > 5000, f"fused view barely changed after the drag ({changed} pixels)"
 
     state_after = debug_state(page)
-    save_to(page, tmp_path / "dragged")
-    mr1, us1, m1 = read_back(tmp_path / "dragged")
+    mr1, us1, m1 = read_back(save_to(page, output_root, "dragged"))
     np.testing.assert_allclose(m1, np.array(state_after["matrix"]), atol=1e-3)  # page == server
     assert us1.labels == us0.labels and mr1.labels == mr0.labels
 
@@ -223,7 +231,7 @@ def test_detect_drag_save_in_the_browser(page, tmp_path):
     np.testing.assert_allclose(np.array(state["matrix"]), m0, atol=1e-3)
 
 
-def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path):
+def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path, output_root):
     import SimpleITK as sitk
 
     not_an_image = tmp_path / "notes.txt"
@@ -247,6 +255,16 @@ def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path):
     assert state["matrix"] and state["view_points"]["us"]["points"]
     assert page.locator("[data-testid=error]").count() == 0
     wait_for_views(page)
+
+    # A Save outside the output folder is refused in the page, and the earlier Save's message goes.
+    save_to(page, output_root, "kept")
+    page.fill("[data-testid=output-dir] input", str(tmp_path))
+    page.click("[data-testid=save]")
+    page.locator("[data-testid=error]").filter(
+        has_text=f"Not saved: {tmp_path} is outside the output folder"
+    ).wait_for()
+    assert "Saved " not in page.inner_text("body") and not (tmp_path / "mr_to_us.h5").exists()
+    assert page.get_by_role("button", name="mr_to_us.h5").count() == 0  # no Download of the earlier Save
 
     # Orientation switch: the US view shows another plane, still through the landmark in focus.
     time.sleep(1.0)

@@ -3,7 +3,9 @@ page. Inputs are only read; uploads are copied to a temporary folder that is del
 
 from __future__ import annotations
 
+import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from LandmarkInitLib.errors import LandmarkFileError
@@ -16,10 +18,32 @@ _HEADER_SUFFIXES = (".nhdr", ".mhd")  # headers whose voxels are in a companion 
 def load_input(context, io_manager, path, name: str):
     """Load a volume file, or the one DICOM series of a folder (read with trame-slicer's DICOM reader)."""
     path = Path(path)
+    check_readable(path)
     if path.is_dir():
         files = sorted(str(p) for p in path.iterdir() if p.is_file())
         return _load_dicom(context, io_manager, files, str(path), name)
     return load_volume(context, path, name)
+
+
+def check_readable(path) -> None:
+    """Refuse a missing path, a folder that cannot be listed or a file that cannot be opened, with the system's
+    reason (Slicer's reader would only say it failed). Needs no runtime: the command line checks before building
+    one."""
+    path = Path(path)
+    if not path.exists():
+        raise LandmarkFileError(f"volume file {path} does not exist")  # as load_volume says it
+    try:
+        if path.is_dir():
+            with os.scandir(path) as entries:
+                next(entries, None)
+        else:
+            path.open("rb").close()
+    except OSError as e:
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path, e: OSError) -> LandmarkFileError:
+    return LandmarkFileError(f"{path} cannot be read ({e.strerror or e}); check its permissions")
 
 
 def load_upload(context, io_manager, files: list[dict], name: str):
@@ -45,15 +69,15 @@ def load_upload(context, io_manager, files: list[dict], name: str):
 
 
 def _load_dicom(context, io_manager, files: list[str], what: str, name: str):
-    from trame_slicer.core.volumes_reader import VolumesReader
-
-    dicom = [f for f in files if VolumesReader.is_dcm_file(f)]
+    dicom = [f for f in files if _is_dicom(f)]
     if not dicom:
         raise LandmarkFileError(
             f"{what}: no DICOM file found; give one volume file ({', '.join(VOLUME_SUFFIXES)}) or a DICOM series"
         )
     try:
-        nodes = io_manager.load_volumes(dicom)
+        with warnings.catch_warnings():  # pydicom warns about each odd tag; the outcome is reported below
+            warnings.simplefilter("ignore")
+            nodes = io_manager.load_volumes(dicom)
     except Exception as e:  # the DICOM reader raises many kinds; the user needs to know it failed and why
         raise LandmarkFileError(f"{what}: the DICOM series could not be read ({e})") from None
     if not nodes:
@@ -69,3 +93,16 @@ def _load_dicom(context, io_manager, files: list[str], what: str, name: str):
         raise LandmarkFileError(f"{what} is not a 3-D volume (size {dims}); load a 3-D image")
     node.SetName(name)
     return node
+
+
+def _is_dicom(file: str) -> bool:
+    from trame_slicer.core.volumes_reader import VolumesReader
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return VolumesReader.is_dcm_file(file)
+    except OSError as e:
+        raise _unreadable(file, e) from None
+    except Exception:  # pydicom raises many kinds on damaged or foreign files: not a DICOM file we can use
+        return False

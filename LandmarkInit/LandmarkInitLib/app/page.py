@@ -181,9 +181,11 @@ def _panel(app) -> None:
                 style="font-size: 0.75rem;",
             )
         v.VDivider(classes="my-2")
+        # Saves stay inside the server's --output-dir: the field names a subfolder of it.
+        html.Div("Save into {{ output_root }} (on the server)", classes="text-caption", id="lm-output-root")
         v.VTextField(
-            v_model=("output_dir",),
-            label="Save to folder (on the server)",
+            v_model=("save_folder",),
+            label="Subfolder (empty: that folder itself)",
             density="compact",
             hide_details=True,
             **_test_id("output-dir"),

@@ -7,21 +7,28 @@ and saved is MR_to_US's "to parent" matrix, MR RAS -> US RAS.
 from __future__ import annotations
 
 import asyncio
+import errno
+import shutil
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from trame.app import TrameApp
 
 from LandmarkInitLib.app import page
-from LandmarkInitLib.app.inputs import load_input, load_upload
+from LandmarkInitLib.app.inputs import check_readable, load_input, load_upload
 from LandmarkInitLib.app.slicer_app import create_runtime
 from LandmarkInitLib.app.views import AppViews, layout_definition, point_in_view, registered_mr_node
-from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
+from LandmarkInitLib.io.datasets import CASE_FILES
+from LandmarkInitLib.io.output_files import SAVED_FILES
 from LandmarkInitLib.io.transforms import transform_matrix
 from LandmarkInitLib.pipeline.initialize import Detectors
 from LandmarkInitLib.session import LandmarkSession, UnsavedEditsError
 
 DEFAULT_OUTPUT_DIR = "landmarkinit-output"
+_SAVE_SPACE = 64 * 1024  # bytes free that a Save needs (its files take about 16 KiB), with a margin
 
 
 class LandmarkInitApp(TrameApp):
@@ -51,13 +58,16 @@ class LandmarkInitApp(TrameApp):
         self.fused_mr = None
         self.session: LandmarkSession | None = None
         self.saved: dict[str, Path] = {}  # name -> file of the last Save (what Download may send)
-        self._init_state(output_dir)
+        # Save writes only inside this folder (the page names a subfolder of it): the page may be used by
+        # anyone who reaches the server, and must not write over other files of the machine.
+        self.output_root = Path(output_dir).expanduser().resolve()
+        self._init_state()
         page.build(self)
         self.layout_manager.set_layout(next(iter(layout_definition())))
 
     # --- state ------------------------------------------------------------------------------------------
 
-    def _init_state(self, output_dir) -> None:
+    def _init_state(self) -> None:
         s = self.state
         s.update(
             {
@@ -75,7 +85,8 @@ class LandmarkInitApp(TrameApp):
                 "qa_flags": [],
                 "orientation": "Axial",
                 "fused_opacity": 0.5,
-                "output_dir": str(output_dir),
+                "output_root": str(self.output_root),
+                "save_folder": "",  # a subfolder of output_root; empty: output_root itself
                 "overwrite": False,
                 "saved_files": [],
                 "saved_dir": "",
@@ -236,20 +247,64 @@ class LandmarkInitApp(TrameApp):
         if self.session is None or self.session.transform_node is None:
             self._show_error("Nothing to save yet: press Detect first")
             return
-        folder = Path(str(self.state.output_dir or "")).expanduser()
-        if not str(self.state.output_dir or "").strip():
-            self._show_error("Give the folder to save into")
-            return
+        folder = self.output_root
         try:
+            folder = self.save_folder(self.state.save_folder)
             paths = self.session.save(folder, force=bool(self.state.overwrite))
         except LandmarkInitError as e:
-            self._show_error(f"Not saved: {e}")
+            self._save_failed(str(e))
+            return
+        except OSError as e:  # e.g. the disk filled up while writing
+            self._save_failed(f"writing into {folder} failed ({e.strerror or e})")
             return
         self.saved = {name: Path(p) for name, p in paths.items()}
-        self.state.saved_dir = str(folder.resolve())
+        self.state.saved_dir = str(folder)
         self.state.saved_files = list(self.saved)
         self.state.error_message = ""
-        self.state.info_message = f"Saved {', '.join(self.saved)} to {folder.resolve()}"
+        self.state.info_message = f"Saved {', '.join(self.saved)} to {folder}"
+
+    def _save_failed(self, reason: str) -> None:
+        # Download must not offer the files of an earlier Save as if they were the current result.
+        self.saved = {}
+        self.state.saved_files = []
+        self._show_error(f"Not saved: {reason}")
+
+    def save_folder(self, subfolder: str) -> Path:
+        """The folder a Save writes into: ``subfolder`` of the output folder (empty: the output folder itself),
+        created if missing, at any depth. Refused: anything that resolves outside the output folder (absolute
+        paths, ``..``, symlinks), a file, a dataset case folder, a folder that cannot be written."""
+        root = self.output_root
+        text = str(subfolder or "").strip()
+        try:
+            folder = (root / Path(text).expanduser()).resolve()
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise LandmarkFileError(f"{text}: not a usable folder ({e})") from None
+        if folder != root and root not in folder.parents:
+            raise LandmarkFileError(
+                f"{text} is outside the output folder {root}; give a subfolder of it (empty: the output folder itself)"
+            )
+        if folder.exists() and not folder.is_dir():
+            raise LandmarkFileError(f"{folder} is a file, not a folder; choose another subfolder")
+        # A dataset case's landmark and transform files are its ground truth and have the names Save writes.
+        case_files = [n for n in CASE_FILES.values() if n not in SAVED_FILES and (folder / n).exists()]
+        if case_files:
+            raise LandmarkFileError(
+                f"{folder} holds a dataset case ({', '.join(case_files)}), whose landmark and transform files are "
+                "ground truth; choose another subfolder"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LandmarkFileError(f"cannot create the folder {folder} ({e.strerror or e})") from None
+        try:  # before anything is written: a read-only or full folder fails here with the system's reason
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise LandmarkFileError(f"cannot write in {folder} ({e.strerror or e})") from None
+        free = shutil.disk_usage(folder).free
+        if free < _SAVE_SPACE:  # Slicer's writers would fail without saying why
+            raise LandmarkFileError(f"cannot write in {folder} (the disk is full: {free // 1024} KiB free)")
+        return folder
 
     def download(self, name: str):
         """The bytes of a saved file, as a download attachment (only the files this app saved)."""
@@ -307,6 +362,11 @@ def serve(
         raise LandmarkInitError("give both --mr and --us, or neither (then the shipped sample pair opens)")
     if mr is None:
         mr, us = sample_case_dir() / "mr.nrrd", sample_case_dir() / "us.nrrd"
+    if Path(output_dir).expanduser().exists() and not Path(output_dir).expanduser().is_dir():
+        raise LandmarkFileError(f"--output-dir {output_dir} is a file; give a folder (created at the first Save)")
+    for path in (mr, us):  # these checks fail in a second, not after the runtime is built
+        check_readable(path)
+    check_can_listen(host, port)
     app = LandmarkInitApp(output_dir=output_dir, backend=backend, threads=threads)
     app.load_paths(mr, us)
 
@@ -315,4 +375,34 @@ def serve(
 
     app.server.controller.on_server_ready.add(announce)
     sys.argv = sys.argv[:1]  # trame parses sys.argv itself; the options were given above
-    app.server.start(host=host, port=port, open_browser=open_browser, show_connection_info=False, timeout=0)
+    try:
+        app.server.start(host=host, port=port, open_browser=open_browser, show_connection_info=False, timeout=0)
+    except OSError as e:  # the port was taken since the check
+        if e.errno not in _LISTEN_ERRORS:
+            raise
+        raise _listen_error(host, port, e) from None
+
+
+_LISTEN_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind (host, port) as the web server will (every address of the host, SO_REUSEADDR as asyncio sets it),
+    then release it; a LandmarkInitError says why the server could not listen."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise LandmarkInitError(f"cannot listen on {host} ({e.strerror}); give an address of this machine") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                raise _listen_error(host, port, e) from None
+
+
+def _listen_error(host: str, port: int, e: OSError) -> LandmarkInitError:
+    if e.errno == errno.EADDRINUSE:
+        return LandmarkInitError(f"port {port} on {host} is in use; choose another --port or 0 for a free one")
+    return LandmarkInitError(f"cannot listen on {host} port {port} ({e.strerror or e}); check --host and --port")

@@ -295,7 +295,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
         [
             shared.runtime(default_backend="auto"),
             shared.output_dir(
-                required=False, default="landmarkinit-output", help="folder proposed for Save (editable in the page)"
+                required=False, default="landmarkinit-output", help="folder Save writes into (or a subfolder)"
             ),
         ],
     )
