@@ -35,6 +35,7 @@ from LandmarkInitLib.pipeline.quality import FEATURES, assess, load_thresholds
 from LandmarkInitLib.pipeline.run import overlap_fraction, run_case
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
 
+ROOT = Path(__file__).resolve().parents[1]
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
 NO_QA = {}  # tests of failures and of the batch machinery; the sample run below uses the shipped thresholds
 
@@ -60,6 +61,34 @@ def test_run_assesses_quality_with_the_shipped_thresholds(sample_run):
     features = {k: np.nan if v is None else v for k, v in quality["features"].items()}
     assert quality["flags"] == assess(features, shipped, detector_flags).flags
     assert quality["review_recommended"] == bool(quality["flags"]) == result.quality.review
+
+
+def test_the_demo_explains_why_the_sample_case_is_flagged(sample_run):
+    """`make demo` ends "review" on the sample case; tools/explain_qa_flags.py says why, from measured numbers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("explain_qa_flags", ROOT / "tools" / "explain_qa_flags.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out, result = sample_run
+    report = json.loads((out / "report.json").read_text())
+    lines = tool.explain(report, case_dir=sample_case_dir())
+    text = "\n".join(lines)
+    published = json.loads(tool.TEST_RESULTS.read_text())["qa"]  # the rates docs/results publish
+    flagged = [name for name in FEATURES if any(f.startswith(FEATURES[name][1]) for f in result.quality.flags)]
+    assert flagged  # the shipped sample case is flagged: each flag is marked and explained
+    for name in FEATURES:
+        n = round(published["per_feature"][name]["false_alarm_rate"] * published["cases"])
+        row = next(line for line in lines if line.startswith(f"  {name} "))
+        assert row.split()[4] == ("yes" if name in flagged else "no") and f"{n} of {published['cases']} (" in row
+        assert (f"  {name}: " in text) == (name in flagged)
+    n_any = round(published["false_alarm_rate"] * published["cases"])
+    assert f"{n_any} of {published['cases']} good test cases" in text
+    # its ground truth: the landmark error is the one test_run_is_accurate_on_the_sample_case measures
+    case = open_case(sample_case_dir())
+    mr, us = (case.landmarks(m).ordered(LANDMARK_LABELS) for m in ("mr", "us"))
+    tre = np.linalg.norm(apply_transform(result.landmark_matrix, mr) - us, axis=1).mean()
+    assert f"landmark error {tre:.2f} mm" in text and "The flags are false alarms here:" in text
 
 
 def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):
