@@ -34,9 +34,11 @@ demo: setup
 	    --fixed-landmarks Resources/SampleData/landmarks/us_landmarks.mrk.json \
 	    --output $(DEMO_OUT)/mr_to_us.h5 --report $(DEMO_OUT)/report.json --force
 	@echo "== 2. the whole initialization on the synthetic sample case: detect (shipped two-stage models), fit, QA, report =="
-	@echo "   (exit status 3 = finished, result flagged for review: accepted here, the report says why)"
+	@echo "   (exit status 3 = finished, result flagged for review: accepted here, step 3 says why)"
 	$(VENV)/bin/landmarkinit run --mr $(SAMPLE_CASE)/mr.nrrd --us $(SAMPLE_CASE)/us.nrrd \
 	    --output-dir $(DEMO_OUT)/run --force || test $$? -eq 3
+	@echo "== 3. why the sample case is flagged (or not): its QA features, the good test cases, its ground truth =="
+	@$(PY) tools/explain_qa_flags.py $(DEMO_OUT)/run/report.json --case $(SAMPLE_CASE)
 	@echo "open $(DEMO_OUT)/run/report.html; load $(DEMO_OUT)/run/*.mrk.json and mr_to_us.h5 in Slicer"
 	@echo "(ground truth of the sample case: $(SAMPLE_CASE)/mr_to_us.h5; synthetic data)"
 

@@ -4,6 +4,7 @@ statistics, and that every file loads through Slicer's own readers."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -39,15 +40,17 @@ def dataset(tmp_path_factory):
         PhantomOptions(probe="side-fire", partial_fraction=0.0),
         PhantomOptions(partial_fraction=1.0),
     ]
-    # one case per option set, in parallel on the 2 cores (each call writes its own case folder)
+    # one case per option set, in parallel on the 2 cores, each in a folder of its own (a folder holds one run),
+    # then the three together without a dataset.json (no one run describes them)
     with ThreadPoolExecutor(max_workers=2) as pool:
         for done in [
-            pool.submit(generate_dataset, out / "a", 1, SEED, start=i, options=o, progress=False)
+            pool.submit(generate_dataset, out / f"part{i}", 1, SEED, start=i, options=o, progress=False)
             for i, o in enumerate(options)
         ]:
             done.result()
-    # each call described only its own case in dataset.json, and they raced to write it: no description of the three
-    (out / "a" / "dataset.json").unlink()
+    (out / "a").mkdir()
+    for i in range(len(options)):
+        (out / f"part{i}" / f"case_{i:04d}").rename(out / "a" / f"case_{i:04d}")
     return out / "a"
 
 
@@ -129,9 +132,10 @@ def test_same_seed_gives_identical_files_whatever_the_workers(dataset, tmp_path)
         else:
             assert (case_a / name).read_bytes() == (case_b / name).read_bytes(), name
     # another seed draws another case (case i depends only on (seed, i))
-    assert sample_parameters(np.random.default_rng([SEED + 1, 0])).describe() != sample_parameters(
-        np.random.default_rng([SEED, 0])
-    ).describe()
+    assert (
+        sample_parameters(np.random.default_rng([SEED + 1, 0])).describe()
+        != sample_parameters(np.random.default_rng([SEED, 0])).describe()
+    )
 
 
 def test_generation_resumes_and_refuses_foreign_cases(dataset, tmp_path):
@@ -143,6 +147,46 @@ def test_generation_resumes_and_refuses_foreign_cases(dataset, tmp_path):
 
     with pytest.raises(LandmarkFileError, match="another run"):
         generate_dataset(out, 1, SEED + 5, progress=False)
+
+
+def test_an_existing_dataset_is_described_truly_and_never_replaced_without_force(dataset, tmp_path, capsys):
+    """`phantom --count 1 -o EXISTING` rewrote dataset.json in place to say "count": 1. Now dataset.json describes
+    the cases in the folder, and a run into a folder of another run is refused (one line, exit 2), even with --force
+    when that would leave cases of both runs."""
+    from LandmarkInitLib.cli import main
+
+    out = tmp_path / "existing"
+    out.mkdir()
+    for name in ("case_0000", "case_0001"):
+        shutil.copytree(dataset / name, out / name)
+    # a resumed run of one case: both cases are there, and dataset.json says so
+    options = PhantomOptions(probe="end-fire", partial_fraction=0.0)
+    summary = generate_dataset(out, 1, SEED, options=options, progress=False)
+    assert summary["written"] == [] and summary["skipped_existing"] == 1
+    described = json.loads((out / "dataset.json").read_text())
+    assert (described["count"], described["first_index"], described["last_index"], described["seed"]) == (2, 0, 1, 7)
+    assert described["options"] == {"probe": "end-fire", "partial_fraction": 0.0, "rectum_lateral_mm": 4.0}
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    same = ["phantom", "-o", str(out), "--count", "1", "--seed", str(SEED), "--probe", "end-fire"]
+    assert main([*same, "--partial-fraction", "0", "--quiet"]) == 0
+    assert "0 cases written, 1 already present" in capsys.readouterr().out
+    refusals = [
+        (
+            ["--count", "1"],
+            "holds a dataset of another run (seed 7, generator 1.0, partial_fraction 0.0, probe end-fire",
+        ),
+        ([*same[3:], "--quiet"], "holds a dataset of another run"),  # the same seed, other options
+        (
+            ["--count", "1", "--seed", "3", "--force"],
+            "also holds 1 case(s) of another run that --force would not replace (case_0001); remove them or use "
+            "another --output folder",
+        ),
+    ]
+    for args, message in refusals:
+        assert main(["phantom", "-o", str(out), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
 
 
 def test_files_load_through_slicer_readers_with_consistent_geometry(dataset, context):

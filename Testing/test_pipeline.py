@@ -30,10 +30,12 @@ from LandmarkInitLib.io.transforms import load_transform, transform_matrix
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.pipeline.batch import RunOptions, read_cases, run_batch
 from LandmarkInitLib.pipeline.initialize import Detectors
+from LandmarkInitLib.pipeline.overlay_figure import figure_height
 from LandmarkInitLib.pipeline.quality import FEATURES, assess, load_thresholds
 from LandmarkInitLib.pipeline.run import overlap_fraction, run_case
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
 
+ROOT = Path(__file__).resolve().parents[1]
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
 NO_QA = {}  # tests of failures and of the batch machinery; the sample run below uses the shipped thresholds
 
@@ -59,6 +61,34 @@ def test_run_assesses_quality_with_the_shipped_thresholds(sample_run):
     features = {k: np.nan if v is None else v for k, v in quality["features"].items()}
     assert quality["flags"] == assess(features, shipped, detector_flags).flags
     assert quality["review_recommended"] == bool(quality["flags"]) == result.quality.review
+
+
+def test_the_demo_explains_why_the_sample_case_is_flagged(sample_run):
+    """`make demo` ends "review" on the sample case; tools/explain_qa_flags.py says why, from measured numbers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("explain_qa_flags", ROOT / "tools" / "explain_qa_flags.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out, result = sample_run
+    report = json.loads((out / "report.json").read_text())
+    lines = tool.explain(report, case_dir=sample_case_dir())
+    text = "\n".join(lines)
+    published = json.loads(tool.TEST_RESULTS.read_text())["qa"]  # the rates docs/results publish
+    flagged = [name for name in FEATURES if any(f.startswith(FEATURES[name][1]) for f in result.quality.flags)]
+    assert flagged  # the shipped sample case is flagged: each flag is marked and explained
+    for name in FEATURES:
+        n = round(published["per_feature"][name]["false_alarm_rate"] * published["cases"])
+        row = next(line for line in lines if line.startswith(f"  {name} "))
+        assert row.split()[4] == ("yes" if name in flagged else "no") and f"{n} of {published['cases']} (" in row
+        assert (f"  {name}: " in text) == (name in flagged)
+    n_any = round(published["false_alarm_rate"] * published["cases"])
+    assert f"{n_any} of {published['cases']} good test cases" in text
+    # its ground truth: the landmark error is the one test_run_is_accurate_on_the_sample_case measures
+    case = open_case(sample_case_dir())
+    mr, us = (case.landmarks(m).ordered(LANDMARK_LABELS) for m in ("mr", "us"))
+    tre = np.linalg.norm(apply_transform(result.landmark_matrix, mr) - us, axis=1).mean()
+    assert f"landmark error {tre:.2f} mm" in text and "The flags are false alarms here:" in text
 
 
 def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):
@@ -482,19 +512,20 @@ def test_render_html_shows_every_part_of_the_report():
     assert "Fit residuals (mm): 0.12, 1.00, 2.50; RMS 1.50 mm" in page
     assert "   1.0000    0.0000    0.0000   12.3457<br>   0.0000    1.0000    0.0000   -2.0000<br>" in page
     assert (
-        '<img src="report.png" alt="checkerboard overlays"><br>Rows: identity, landmark transform, landmarks + MI '
-        "refinement. Columns:" in page
+        '<img src="report.png" alt="MR edges mapped onto the US, before and after the fit"><br>Rows: before (MR as '
+        "acquired, no transform), after the landmark fit, after the landmark fit + MI refinement. Columns:" in page
     )
     assert "MR: a&amp;b/mr.nrrd<br>US: us.nrrd" in page
     assert "<td>1.3</td></tr><tr><td>MR</td><td>a&lt;b</td>" in page  # rows one after the other
     assert (
-        "Columns: planes normal to the US volume's K, J, I axes through the US landmarks. Checkerboard of US and MR "
-        "(16 mm squares); orange crosses: US landmarks, blue: MR landmarks mapped into US.</p>\n"
+        "Columns: axial, sagittal and coronal planes (as Slicer shows them) through the centre of the US landmarks. "
+        "Green: edges of the MR mapped into the US; orange rings: US landmarks; cyan crosses: MR landmarks mapped into "
+        "the US (A apex, BN bladder neck, PM posterior median; shown within 5 mm of a plane). Bar: 20 mm.</p>\n"
     ) in page
     report |= {"quality": {"review_recommended": False, "flags": []}, "refinement": None}
     page = render_html(report, figure=True)
     assert "<h2>Quality: no quality flag raised</h2><ul><li>none</li></ul>" in page
-    assert "Rows: identity, landmark transform. Columns:" in page
+    assert "Rows: before (MR as acquired, no transform), after the landmark fit. Columns:" in page
     assert "<img" not in render_html(report, figure=False)
     assert "</pre>\n\n<p><small>" in render_html(report, figure=False)  # nothing in the picture's place
 
@@ -507,8 +538,20 @@ def run_sample(out, **kwargs):
 
 
 def png_rows(path):
-    """Number of image rows of the overlay figure: tiles of height h, 4-pixel gaps, everything doubled."""
+    """Number of image rows of the overlay figure (overlay_figure.figure_height of its number of figure rows)."""
     return sitk.ReadImage(str(path)).GetSize()[1]
+
+
+def row_title_shown(path, row, title):
+    """Whether figure row ``row`` of the PNG is titled ``title`` (drawn alone there, it gives the same pixels)."""
+    from LandmarkInitLib.pipeline import overlay_figure
+
+    picture = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    canvas = overlay_figure._Canvas(*picture.shape[:2])
+    y = overlay_figure.row_top(row) - overlay_figure.ROW_TITLE + 6
+    width = canvas.text(overlay_figure.MARGIN, y, title, 18, bold=True)
+    region = (slice(y, y + 24), slice(0, overlay_figure.MARGIN + width + 20))
+    return bool(np.array_equal(picture[region], canvas.rgb[region]))
 
 
 def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_path, context):
@@ -617,13 +660,16 @@ def test_run_case_with_refinement_and_figure(global_detectors, tmp_path, context
     np.testing.assert_allclose(transform_matrix(landmark_node), result.landmark_matrix, atol=1e-9)
     assert sitk.ReadImage(str(out / "report.png")).GetNumberOfComponentsPerPixel() == 3
     page = (out / "report.html").read_bytes().decode("utf-8")
-    assert "landmarks + MI refinement. Columns" in page
-    # the figure has a row per matrix: identity, landmarks, and the refinement; rows are 2 (h + 4) pixels apart
+    assert "landmark fit + MI refinement. Columns" in page
+    # the figure has a titled row per matrix: before (identity), after the landmarks, after the refinement
     three_rows = png_rows(out / "report.png")
     run_sample(tmp_path / "plain", detectors=global_detectors, figure=True)
     two_rows = png_rows(tmp_path / "plain" / "report.png")
-    h = (two_rows // 2 - 4) // 2
-    assert two_rows == 2 * (2 * h + 4) and three_rows == 2 * (3 * h + 8)
+    assert (two_rows, three_rows) == (figure_height(2), figure_height(3))
+    assert row_title_shown(out / "report.png", 1, "After landmark fit")
+    assert row_title_shown(out / "report.png", 2, "After landmark fit + MI refinement")
+    assert not row_title_shown(out / "report.png", 2, "After landmark fit")
+    assert row_title_shown(tmp_path / "plain" / "report.png", 0, "Before: MR as acquired (no transform)")
     # a forced re-run replaces every file, the landmark transform too; without refinement the figure has two rows
     again = run_sample(out, detectors=global_detectors, refine=True, force=True, weighting="none")
     np.testing.assert_allclose(

@@ -147,11 +147,11 @@ def run_case(
             save_transform(context, node, output_dir / LANDMARK_TRANSFORM_FILE, force=True)
     finally:
         context.clear()
-    rows = {"landmarks": init.matrix} | ({"landmarks + MI refinement": matrix} if refine else {})
+    rows = {"After landmark fit": init.matrix} | ({"After landmark fit + MI refinement": matrix} if refine else {})
     not_written = ([] if refine else [LANDMARK_TRANSFORM_FILE]) + ([] if figure else [REPORT_PNG_FILE])
     if figure:
         with atomic_output(output_dir / REPORT_PNG_FILE, force=True) as tmp:
-            write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows)
+            write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows, init.us.labels)
     report = {
         "software": {"landmarkinit": __version__, "python": platform.python_version()},
         "inputs": {"mr": str(mr_path), "us": str(us_path)},
@@ -190,6 +190,8 @@ def run_case(
 
 
 def render_html(report: dict, figure: bool) -> str:
+    from LandmarkInitLib.pipeline.overlay_figure import PLANE_MM, SCALE_MM
+
     esc = html.escape
     q = report["quality"]
     status = "REVIEW RECOMMENDED" if q["review_recommended"] else "no quality flag raised"
@@ -205,10 +207,13 @@ def render_html(report: dict, figure: bool) -> str:
     flags = "".join(f"<li>{esc(f)}</li>" for f in q["flags"]) or "<li>none</li>"
     matrix = "<br>".join(" ".join(f"{v:9.4f}" for v in row) for row in report["matrix"])
     picture = (
-        f'<p><img src="{REPORT_PNG_FILE}" alt="checkerboard overlays"><br>Rows: identity, landmark transform'
-        + (", landmarks + MI refinement" if report["refinement"] else "")
-        + ". Columns: planes normal to the US volume's K, J, I axes through the US landmarks. Checkerboard of US "
-        "and MR (16 mm squares); orange crosses: US landmarks, blue: MR landmarks mapped into US.</p>"
+        f'<p><img src="{REPORT_PNG_FILE}" alt="MR edges mapped onto the US, before and after the fit"><br>Rows: before '
+        "(MR as acquired, no transform), after the landmark fit"
+        + (", after the landmark fit + MI refinement" if report["refinement"] else "")
+        + ". Columns: axial, sagittal and coronal planes (as Slicer shows them) through the centre of the US "
+        "landmarks. Green: edges of the MR mapped into the US; orange rings: US landmarks; cyan crosses: MR landmarks "
+        f"mapped into the US (A apex, BN bladder neck, PM posterior median; shown within {PLANE_MM:g} mm of a plane). "
+        f"Bar: {SCALE_MM} mm.</p>"
         if figure
         else ""
     )
