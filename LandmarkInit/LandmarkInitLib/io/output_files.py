@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import struct
@@ -158,24 +157,20 @@ def _pairs(paths):
 
 
 def _check_complete(tmp: Path, suffix: str) -> None:
-    """Formats whose writers may not report a failed write (VTK's PNG writer ignores a short write on a full disk,
-    leaving a truncated file) are checked for their end: the PNG's chunks run to IEND, JSON parses."""
-    suffix = suffix.lower()
-    if suffix == ".png":
-        data = tmp.read_bytes()
-        offset = len(PNG_SIGNATURE) if data.startswith(PNG_SIGNATURE) else len(data) + 1
-        while offset + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-            offset += 12 + length
-            if kind == b"IEND":
-                break
-        if offset != len(data):
-            raise _IncompleteFile
-    elif suffix.endswith(".json"):
-        try:
-            json.loads(tmp.read_bytes())
-        except ValueError:
-            raise _IncompleteFile from None
+    """A PNG must run to its IEND chunk: VTK's PNG writer ignores a short write on a full disk and leaves a
+    truncated file. (Python's writers raise; Slicer's storage nodes write through a copy, see
+    write_with_storage_node.)"""
+    if suffix.lower() != ".png":
+        return
+    data = tmp.read_bytes()
+    offset = len(PNG_SIGNATURE) if data.startswith(PNG_SIGNATURE) else len(data) + 1
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        offset += 12 + length
+        if kind == b"IEND":
+            break
+    if offset != len(data):
+        raise _IncompleteFile
 
 
 class _IncompleteFile(Exception):
