@@ -301,3 +301,37 @@ def test_the_debug_variable_shows_the_traceback_of_an_unexpected_error(monkeypat
     monkeypatch.setenv("LANDMARKINIT_DEBUG", "1")
     with pytest.raises(ZeroDivisionError, match="bug"):
         cli.main(["fail"])
+
+
+def test_detect_refuses_outputs_it_cannot_write_before_detecting(tmp_path, capsys):
+    """Before: a traceback and exit 1 after the detection (read-only folder, a file where the folder should be)."""
+    from LandmarkInitLib.resources import sample_case_dir
+    from mounts import read_only_folder
+
+    volume = sample_case_dir() / "mr.nrrd"
+    (tmp_path / "file").write_text("keep")
+
+    def detect(output):
+        code = cli.main(["detect", "--volume", str(volume), "--modality", "mr", "--output", str(output)])
+        return code, capsys.readouterr().err
+
+    assert detect(tmp_path / "file" / "m.mrk.json") == (
+        2,
+        f"landmarkinit detect: error: {tmp_path / 'file'} is a file, not a folder; give a path in a folder\n",
+    )
+    with read_only_folder(tmp_path / "ro") as ro:
+        assert detect(ro / "m.mrk.json") == (
+            2,
+            f"landmarkinit detect: error: cannot write in folder {ro}: Read-only file system\n",
+        )
+    sidecar_named_like_the_model = tmp_path / "card.detection.json"
+    sidecar_named_like_the_model.write_text("{}")
+    code = cli.main(
+        ["detect", "--volume", str(volume), "--modality", "mr", "--model", str(sidecar_named_like_the_model)]
+        + ["--output", str(tmp_path / "card.mrk.json"), "--force"]
+    )
+    assert code == 2 and capsys.readouterr().err == (
+        f"landmarkinit detect: error: --output {sidecar_named_like_the_model} is also the input --model; inputs are "
+        "never overwritten: choose another --output\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.detection.json", "file", "ro"]

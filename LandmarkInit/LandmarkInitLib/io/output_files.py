@@ -82,8 +82,7 @@ def check_folder_writable(folder) -> Path:
 
 
 def _unwritable_reason(folder: Path) -> str | None:
-    # os.access alone misses nothing for an ordinary user, but root passes permission bits: a read-only mount is
-    # caught by the file system flag (and by access(2), which says EROFS whoever asks).
+    # Root passes os.access's permission checks; a read-only mount is recognised by its flag, whoever asks.
     if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
         return os.strerror(errno.EROFS)
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -95,6 +94,8 @@ def free_bytes(folder) -> int:
     """Bytes this process may still write on the file system of ``folder`` (root may use the reserved blocks)."""
     if hasattr(os, "statvfs"):
         st = os.statvfs(folder)
+        if st.f_blocks == 0:  # a file system that reports no sizes (some FUSE ones): unknown, not full
+            return sys.maxsize
         return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
     return shutil.disk_usage(folder).free
 
@@ -108,15 +109,17 @@ def no_space_message(folder) -> str:
 
 
 def os_error_message(error: OSError, path=None) -> str:
-    """One line for an OSError: the file and the reason ("not enough space in DIR" for a full disk or quota)."""
-    name = error.filename if error.filename is not None else path
-    if error.errno in NO_SPACE_ERRNOS:  # the file being written, which (shutil.copyfile) may be filename2
-        written = path if path is not None else error.filename2 if error.filename2 is not None else name
+    """One line for an OSError: the file and the reason ("not enough space in DIR" for a full disk or quota).
+    ``path``: the file being written, named instead of the error's own file (a temporary name)."""
+    if error.errno in NO_SPACE_ERRNOS:  # shutil.copyfile names its source first, the file written second
+        written = next((p for p in (path, error.filename2, error.filename) if p is not None), None)
         return no_space_message(Path(written).parent if written is not None else "the output folder")
     reason = error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
-    if name is None:
+    if path is not None:
+        return f"{path}: {reason}"
+    if error.filename is None:
         return reason
-    return f"{name}: {reason}" + (f" (and {error.filename2})" if error.filename2 is not None else "")
+    return f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 is not None else "") + f": {reason}"
 
 
 def same_file(a, b) -> bool:
@@ -135,7 +138,7 @@ def same_file(a, b) -> bool:
         return False
 
 
-def check_distinct_paths(inputs: dict, outputs: dict) -> None:
+def check_distinct_paths(inputs, outputs) -> None:
     """Refuse an output that is one of the inputs or another output, before anything is computed. ``inputs`` and
     ``outputs``: {what the user gave, e.g. "--report": path or None}, or (what, path) pairs."""
     given = [(what, path) for what, path in _pairs(outputs) if path is not None]
@@ -180,7 +183,7 @@ class _IncompleteFile(Exception):
 def _fsync(path: Path, directory: bool = False) -> None:
     if directory and os.name == "nt":  # Windows cannot open a folder; NTFS journals the rename
         return
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY if directory else os.O_RDWR)  # Windows flushes writers only
     try:
         os.fsync(fd)
     finally:
@@ -276,9 +279,9 @@ def write_with_storage_node(context, storage, node, path, *, force: bool = False
     through :func:`atomic_output`.
 
     The native writer writes a scratch file in the system's temporary folder, which Python then copies into
-    place: on a full or failing output disk the native writers do not all say so (ITK's text writers leave a
-    truncated file) or fail badly (ITK's HDF5 leaves a file open whose close crashes the process at exit), while
-    Python's copy raises the error."""
+    place: on a full output disk the native writers do not all say so (ITK's .tfm writer reports success and
+    leaves an empty file) or fail badly (ITK's HDF5 leaves a file open whose close crashes the process at exit),
+    while Python's copy raises the error."""
     context.scene.AddNode(storage)
     try:
         with atomic_output(path, force) as tmp, tempfile.TemporaryDirectory(prefix="landmarkinit-") as scratch_dir:
