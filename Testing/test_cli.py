@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from LandmarkInitLib.cli import build_parser
+from LandmarkInitLib import cli
+from LandmarkInitLib.cli import CommandGroup, build_parser
+from LandmarkInitLib.cli.options import positive_int
 from LandmarkInitLib.detection.detectors import BACKEND_CHOICES
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
@@ -48,7 +50,7 @@ def test_backend_and_threads_mean_the_same_in_every_command_that_runs_detectors(
     assert backend is not None and threads is not None, command
     assert tuple(backend.choices) == BACKEND_CHOICES
     assert backend.default == ("auto" if command == "app" else "onnx")  # the app follows the Slicer module
-    assert threads.type is int and threads.metavar == "N"
+    assert threads.type is positive_int and threads.metavar == "N"
 
 
 def test_shared_options_are_declared_once():
@@ -230,3 +232,106 @@ def test_every_option_of_the_previous_release_keeps_its_default(command):
         assert (str(new) if default is not None and new is not None else new) == (
             str(default) if default is not None else None
         ), f"{command} {name}: default {new!r}, was {default!r}"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "-o", "x", "--threads"],
+        ["run", "-o", "x", "--workers"],
+        ["detect", "--volume", "v.nrrd", "--modality", "mr", "--output", "o.mrk.json", "--threads"],
+        ["train", "--threads"],
+    ],
+)
+def test_thread_and_worker_counts_must_be_at_least_one(capsys, args, value):
+    """Before: --threads 0 or -3 was accepted silently."""
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*args, value])
+    assert exit_.value.code == 2
+    assert f"argument {args[-1]}: expected a whole number of at least 1, got '{value}'" in capsys.readouterr().err
+
+
+def command_that_raises(error):
+    """A command group with one command, `fail`, that raises ``error``: a stand-in for a bug, which cannot be
+    produced on purpose in the real commands."""
+
+    def fail(args):
+        raise error
+
+    def add(sub):
+        sub.add_parser("fail").set_defaults(func=fail)
+        return [("fail", "raises")]
+
+    return CommandGroup("test", add)
+
+
+@pytest.mark.parametrize(
+    "error, status, line",
+    [
+        (
+            ZeroDivisionError("division by zero\nsecond line"),
+            1,
+            "internal error: ZeroDivisionError: division by zero (set LANDMARKINIT_DEBUG=1 to see the traceback, and "
+            "please report it)",
+        ),
+        (
+            KeyError(),
+            1,
+            "internal error: KeyError (set LANDMARKINIT_DEBUG=1 to see the traceback, and please report it)",
+        ),
+        (PermissionError(13, "Permission denied", "/data/out/a.h5"), 2, "error: /data/out/a.h5: Permission denied"),
+        (
+            OSError(28, "No space left on device", "/data/out/a.h5"),
+            2,
+            "error: not enough space in /data/out; free some space or choose another output folder",
+        ),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_no_traceback_reaches_the_user(monkeypatch, capsys, error, status, line):
+    monkeypatch.setattr(cli, "command_groups", lambda: ([command_that_raises(error)], []))
+    monkeypatch.delenv("LANDMARKINIT_DEBUG", raising=False)
+    assert cli.main(["fail"]) == status
+    assert capsys.readouterr().err == f"landmarkinit fail: {line}\n"
+
+
+def test_the_debug_variable_shows_the_traceback_of_an_unexpected_error(monkeypatch):
+    monkeypatch.setattr(cli, "command_groups", lambda: ([command_that_raises(ZeroDivisionError("bug"))], []))
+    monkeypatch.setenv("LANDMARKINIT_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError, match="bug"):
+        cli.main(["fail"])
+
+
+def test_detect_refuses_outputs_it_cannot_write_before_detecting(tmp_path, capsys):
+    """Before: a traceback and exit 1 after the detection (read-only folder, a file where the folder should be)."""
+    from LandmarkInitLib.resources import sample_case_dir
+    from mounts import read_only_folder
+
+    volume = sample_case_dir() / "mr.nrrd"
+    (tmp_path / "file").write_text("keep")
+
+    def detect(output):
+        code = cli.main(["detect", "--volume", str(volume), "--modality", "mr", "--output", str(output)])
+        return code, capsys.readouterr().err
+
+    assert detect(tmp_path / "file" / "m.mrk.json") == (
+        2,
+        f"landmarkinit detect: error: {tmp_path / 'file'} is a file, not a folder; give a path in a folder\n",
+    )
+    with read_only_folder(tmp_path / "ro") as ro:
+        assert detect(ro / "m.mrk.json") == (
+            2,
+            f"landmarkinit detect: error: cannot write in folder {ro}: Read-only file system\n",
+        )
+    sidecar_named_like_the_model = tmp_path / "card.detection.json"
+    sidecar_named_like_the_model.write_text("{}")
+    code = cli.main(
+        ["detect", "--volume", str(volume), "--modality", "mr", "--model", str(sidecar_named_like_the_model)]
+        + ["--output", str(tmp_path / "card.mrk.json"), "--force"]
+    )
+    assert code == 2 and capsys.readouterr().err == (
+        f"landmarkinit detect: error: --output {sidecar_named_like_the_model} is also the input --model; inputs are "
+        "never overwritten: choose another --output\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.detection.json", "file", "ro"]

@@ -18,6 +18,7 @@ from LandmarkInitLib.fit.landmark_fit import apply_transform, fit_rigid
 from LandmarkInitLib.io.markups import read_landmarks_file, write_landmarks
 from LandmarkInitLib.io.transforms import load_transform, transform_matrix
 from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
+from mounts import nearly_full_disk, read_only_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "Resources" / "SampleData" / "landmarks"
@@ -207,3 +208,76 @@ def test_usage_errors_and_help():
         "--any-labels",
     ):
         assert option in r.stdout
+
+
+def register_in_process(capsys, *args):
+    """`landmarkinit register` in this process: (exit status, stderr lines)."""
+    code = main(["register", *map(str, args)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_an_output_that_is_an_input_or_the_other_output_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Before: --report equal to the moving landmarks replaced them with the report (exit 0); --output X --report X
+    wrote X and then stopped with a half result, or with --force left JSON in the .h5."""
+    for name in ("mr_landmarks.mrk.json", "us_landmarks.mrk.json"):
+        shutil.copy(SAMPLE / name, tmp_path / name)
+    (tmp_path / "us_link.mrk.json").symlink_to(tmp_path / "us_landmarks.mrk.json")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    args = sample_register_args(tmp_path / "t.h5")[1:]
+    args[1], args[3] = tmp_path / "us_landmarks.mrk.json", tmp_path / "mr_landmarks.mrk.json"
+    moving = tmp_path / "mr_landmarks.mrk.json"
+    code, err = register_in_process(capsys, *args, "--report", moving, "--force")
+    assert code == 2 and err == [
+        f"landmarkinit register: error: --report {moving} is also the input --moving-landmarks; inputs are never "
+        "overwritten: choose another --report"
+    ]
+    link = tmp_path / "us_link.mrk.json"
+    code, err = register_in_process(capsys, *args[:-1], link, "--force")  # a symlink to the fixed landmarks
+    assert code == 2 and err[0].endswith(
+        f"--output {link} is also the input --fixed-landmarks; inputs are never overwritten: choose another --output"
+    )
+    for output in ("x.h5", "x"):
+        same = tmp_path / output
+        code, err = register_in_process(capsys, *args[:-1], same, "--report", same, "--force")
+        assert code == 2 and err == [
+            f"landmarkinit register: error: --output and --report are the same file ({same}); give them different names"
+        ]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_unwritable_output_folders_are_one_line_errors(tmp_path, capsys):
+    """Before: a traceback and exit 1 (EROFS from the write, hidden by a second EROFS from the cleanup)."""
+    (tmp_path / "file").write_text("keep")
+    code, err = register_in_process(capsys, *sample_register_args(tmp_path / "file" / "t.h5")[1:])
+    assert code == 2 and err == [
+        f"landmarkinit register: error: {tmp_path / 'file'} is a file, not a folder; give a path in a folder"
+    ]
+    with read_only_folder(tmp_path / "ro") as ro:
+        code, err = register_in_process(capsys, *sample_register_args(ro / "t.h5")[1:])
+        assert code == 2 and err == [
+            f"landmarkinit register: error: cannot write in folder {ro}: Read-only file system"
+        ]
+        assert list(ro.iterdir()) == []
+
+
+def test_upper_case_transform_extensions_are_accepted(context, tmp_path, capsys):
+    """Before: .H5 and .TFM passed the check, the fit ran, and Slicer's writer failed."""
+    for name in ("T.H5", "T.TFM"):
+        code, err = register_in_process(capsys, *sample_register_args(tmp_path / name)[1:])
+        assert code == 0 and err == []
+        assert load_transform(context, tmp_path / name).IsLinear()
+    code, err = register_in_process(capsys, *sample_register_args(tmp_path / "T.NRRD")[1:])
+    assert code == 2 and "unknown transform format '.NRRD'" in err[0] and not (tmp_path / "T.NRRD").exists()
+
+
+def test_a_full_disk_is_one_line_and_no_file(tmp_path):
+    """The installed command on a real nearly full disk: exit 2 with one line, no transform file, and no crash at
+    exit (ITK's HDF5 writer, failing on the full disk, left a file open whose close crashed the process: exit 139)."""
+    with nearly_full_disk(tmp_path / "disk", free_kib=8) as disk:
+        (disk / "more").write_bytes(b"\0" * 4096)
+        r = run(*sample_register_args(disk / "t.h5"), "--report", disk / "r.json")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines() == [
+            f"landmarkinit register: error: not enough space in {disk}; free some space or choose another output folder"
+        ]
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "more"]

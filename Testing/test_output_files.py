@@ -3,12 +3,22 @@ half-written file and never touches the file it would have replaced."""
 
 from __future__ import annotations
 
+import os
 import re
 
+import numpy as np
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError
-from LandmarkInitLib.io.output_files import atomic_output, check_writable, full_suffix, write_with_storage_node
+from LandmarkInitLib.io.output_files import (
+    atomic_output,
+    check_distinct_paths,
+    check_folder_writable,
+    check_writable,
+    full_suffix,
+    write_with_storage_node,
+)
+from mounts import nearly_full_disk, read_only_folder
 
 
 def folder_state(folder):
@@ -151,3 +161,159 @@ def test_the_storage_node_is_in_the_scene_while_it_writes(context, tmp_path):
     assert written == tmp_path / "t.h5" and (tmp_path / "t.h5").stat().st_size > 0
     assert scenes and all(s is context.scene for s in scenes)  # SetFileName happened in the scene
     assert storage.GetScene() is None
+
+
+def png_writer():
+    """VTK's PNG writer (the one the run report uses) on a noise image that does not compress, so the file spans
+    many disk blocks."""
+    import vtk
+    from vtk.util import numpy_support
+
+    width, height = 300, 200
+    image = vtk.vtkImageData()
+    image.SetDimensions(width, height, 1)
+    noise = np.random.default_rng(0).integers(0, 255, (width * height, 3), dtype=np.uint8)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(noise, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+    writer = vtk.vtkPNGWriter()
+    writer.SetInputData(image)
+    return writer
+
+
+def png_bytes() -> bytes:
+    from vtk.util import numpy_support
+
+    writer = png_writer()
+    writer.WriteToMemoryOn()
+    writer.Write()
+    return bytes(numpy_support.vtk_to_numpy(writer.GetResult()))
+
+
+def write_png(path) -> None:
+    writer = png_writer()
+    writer.SetFileName(str(path))
+    writer.Write()
+
+
+def test_a_truncated_png_is_never_renamed_into_place(tmp_path):
+    """VTK's PNG writer ignores a short write; the end of the PNG is checked before the rename."""
+    data = png_bytes()
+    target = tmp_path / "report.png"
+    target.write_bytes(b"previous")
+    with pytest.raises(LandmarkFileError, match=exactly(f"writing {target} left an incomplete file")):
+        with atomic_output(target, force=True) as tmp:
+            tmp.write_bytes(data[: len(data) // 2])
+    assert folder_state(tmp_path) == {"report.png": b"previous"}
+    with atomic_output(target, force=True) as tmp:  # the whole file passes
+        tmp.write_bytes(data)
+    assert folder_state(tmp_path) == {"report.png": data}
+
+
+@pytest.mark.parametrize("writer", ["vtk png", "slicer transform", "python"])
+def test_a_full_disk_is_one_clear_error_and_leaves_no_file(context, tmp_path, writer):
+    """On a real nearly full file system every kind of writer ends in the same one-line error, and neither a
+    truncated file nor a temporary file is left (before: a truncated report.png under its final name, or a raw
+    OSError)."""
+    import slicer
+
+    from LandmarkInitLib.io.transforms import create_transform_node
+
+    disk = tmp_path / "disk"
+    with nearly_full_disk(disk, free_kib=8):
+        out = disk / "out"
+        out.mkdir()
+        names = {"vtk png": "report.png", "slicer transform": "mr_to_us.h5", "python": "report.json"}
+        target = out / names[writer]
+        with pytest.raises(LandmarkFileError) as error:
+            if writer == "slicer transform":
+                node = create_transform_node(context.scene, np.eye(4))
+                storage = slicer.vtkMRMLTransformStorageNode()
+                # an 8 KB HDF5 file does not fit in what is left once the folder has its block
+                (out / "more").write_bytes(b"\0" * 4096)
+                write_with_storage_node(context, storage, node, target, what="transform")
+            else:
+                with atomic_output(target) as tmp:
+                    if writer == "vtk png":
+                        write_png(tmp)
+                    else:
+                        tmp.write_bytes(b"{}" * 50_000)
+        assert str(error.value) == f"not enough space in {out}; free some space or choose another output folder"
+        assert not target.exists() and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_an_error_while_cleaning_up_never_hides_the_error_that_stopped_the_write(tmp_path):
+    with pytest.raises(RuntimeError, match="the real problem"):
+        with atomic_output(tmp_path / "a.json") as tmp:
+            tmp.mkdir()  # the temporary path cannot be unlinked now
+            (tmp / "inside").write_text("x")
+            raise RuntimeError("the real problem")
+
+
+def test_a_read_only_folder_is_refused_before_writing_in_one_line(tmp_path):
+    with read_only_folder(tmp_path / "ro") as ro:
+        with pytest.raises(LandmarkFileError, match=exactly(f"cannot write in folder {ro}: Read-only file system")):
+            with atomic_output(ro / "a.json") as tmp:
+                tmp.write_text("{}")
+        with pytest.raises(
+            LandmarkFileError, match=exactly(f"cannot create folder {ro / 'x' / 'y'} in {ro}: Read-only file system")
+        ):
+            check_folder_writable(ro / "x" / "y")
+        assert list(ro.iterdir()) == []
+
+
+def test_folders_that_are_files_are_refused_and_nothing_is_created(tmp_path):
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(LandmarkFileError, match=exactly(f"{tmp_path / 'file'} is a file, not a folder; give a folder")):
+        check_folder_writable(tmp_path / "file")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"cannot create folder {tmp_path / 'file' / 'a' / 'b'}: {tmp_path / 'file'} is a file"),
+    ):
+        check_folder_writable(tmp_path / "file" / "a" / "b")
+    with pytest.raises(
+        LandmarkFileError, match=exactly(f"{tmp_path / 'file'} is a file, not a folder; give a path in a folder")
+    ):
+        check_writable(tmp_path / "file" / "x.json")
+    assert check_folder_writable(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
+    assert folder_state(tmp_path) == {"file": b"keep"}
+
+
+def test_upper_case_extensions_are_written_in_the_format_they_name(context, tmp_path):
+    """Slicer's writers pick the format by a case-sensitive extension: .H5 and .TFM used to fail after the fit."""
+    from LandmarkInitLib.io.transforms import create_transform_node, load_transform, save_transform, transform_matrix
+
+    matrix = np.eye(4)
+    matrix[:3, 3] = [1, 2, 3]
+    node = create_transform_node(context.scene, matrix)
+    for name, head in (("A.H5", b"\x89HDF"), ("B.TFM", b"#Insight"), ("C.TXT", b"#Insight")):
+        save_transform(context, node, tmp_path / name)
+        assert (tmp_path / name).read_bytes().startswith(head), name
+        np.testing.assert_allclose(transform_matrix(load_transform(context, tmp_path / name)), matrix, atol=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["A.H5", "B.TFM", "C.TXT"]
+
+
+def test_outputs_that_are_inputs_or_each_other_are_refused(tmp_path):
+    (tmp_path / "in.json").write_text("input")
+    (tmp_path / "link.json").symlink_to(tmp_path / "in.json")
+    os.link(tmp_path / "in.json", tmp_path / "hard.json")
+    inputs = {"--moving-landmarks": tmp_path / "in.json", "--model": None}
+    for output in (
+        tmp_path / "in.json",
+        tmp_path / "link.json",
+        tmp_path / "hard.json",
+        tmp_path / "x" / ".." / "in.json",
+    ):
+        with pytest.raises(
+            LandmarkFileError,
+            match=exactly(
+                f"--report {output} is also the input --moving-landmarks; inputs are never overwritten: choose another "
+                "--report"
+            ),
+        ):
+            check_distinct_paths(inputs, {"--output": tmp_path / "t.h5", "--report": output})
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(f"--output and --report are the same file ({tmp_path / 'link.json'}); give them different names"),
+    ):
+        check_distinct_paths({}, {"--output": tmp_path / "in.json", "--report": tmp_path / "link.json"})
+    check_distinct_paths(inputs, {"--output": tmp_path / "t.h5", "--report": tmp_path / "r.json"})
+    check_distinct_paths(inputs, [("--output", tmp_path / "t.h5"), ("--output", None)])

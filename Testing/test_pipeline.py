@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitLib.cli import main
 from LandmarkInitLib.detection.detectors import Detection
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.errors import IntensityRegistrationError, LandmarkFileError, LandmarkInitError
@@ -34,6 +35,7 @@ from LandmarkInitLib.pipeline.overlay_figure import figure_height
 from LandmarkInitLib.pipeline.quality import FEATURES, assess, load_thresholds
 from LandmarkInitLib.pipeline.run import overlap_fraction, run_case
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
+from mounts import nearly_full_disk, read_only_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
@@ -148,7 +150,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     case = sample_case_dir()
     with pytest.raises(LandmarkInitError, match="swapped"):
         run_case(case / "us.nrrd", case / "mr.nrrd", tmp_path / "a", qa_thresholds=NO_QA)
-    assert not any((tmp_path / "a").iterdir())
+    assert not (tmp_path / "a").exists()  # a refusal creates nothing, not even the output folder
     (tmp_path / "broken.nrrd").write_bytes(b"NRRD0004\ntype: garbage\n")
     with pytest.raises(LandmarkFileError, match="could not be read"):
         run_case(tmp_path / "broken.nrrd", case / "us.nrrd", tmp_path / "b", qa_thresholds=NO_QA)
@@ -704,7 +706,7 @@ def test_run_case_refuses_a_fit_that_misses_the_us_fan_and_writes_nothing(global
         ),
     ):
         run_sample(out, detectors=global_detectors, us=tmp_path / "corner.nrrd")
-    assert list(out.iterdir()) == []
+    assert not out.exists()
 
 
 def test_run_case_names_the_input_that_is_missing(global_detectors, tmp_path):
@@ -713,3 +715,106 @@ def test_run_case_names_the_input_that_is_missing(global_detectors, tmp_path):
         run_sample(tmp_path / "a", detectors=global_detectors, mr=missing)
     with pytest.raises(LandmarkFileError, match=exactly(f"US volume {missing} does not exist")):
         run_sample(tmp_path / "b", detectors=global_detectors, us=missing)
+
+
+def run_in_process(capsys, *args):
+    """`landmarkinit run` on the sample pair in this process: (exit status, stderr lines)."""
+    case = sample_case_dir()
+    code = main(["run", "--mr", str(case / "mr.nrrd"), "--us", str(case / "us.nrrd"), *map(str, args)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_run_refusals_create_nothing(tmp_path, capsys):
+    """Before: `run -o out/sub` with a missing input created out/sub."""
+    out = tmp_path / "out" / "sub"
+    code = main(
+        ["run", "--mr", str(tmp_path / "none.nrrd"), "--us", str(sample_case_dir() / "us.nrrd"), "-o", str(out)]
+    )
+    assert code == 2 and capsys.readouterr().err.strip() == (
+        f"landmarkinit run: error: MR volume {tmp_path / 'none.nrrd'} does not exist"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{", "is not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+        ('{"thresholds": [1, 2]}', 'has no "thresholds" object'),
+        ('{"thresholds": {"fre": 1.5}}', "names unknown feature(s) fre (known: " + ", ".join(FEATURES) + ")"),
+        ('{"thresholds": {"fre_mm": "1.5"}}', 'gives fre_mm = "1.5", not a finite number'),
+        ('{"thresholds": {"fre_mm": NaN}}', "gives fre_mm = NaN, not a finite number"),
+    ],
+)
+def test_a_bad_thresholds_file_is_one_line_before_any_work(tmp_path, capsys, content, problem):
+    """Before: a traceback (JSONDecodeError, KeyError) after the detectors were opened, or silently no check."""
+    (tmp_path / "qa.json").write_text(content)
+    code, err = run_in_process(capsys, "-o", tmp_path / "out", "--qa-thresholds", tmp_path / "qa.json")
+    assert code == 2 and err == [
+        f"landmarkinit run: error: QA thresholds file {tmp_path / 'qa.json'} {problem}; give a file written by "
+        "`landmarkinit evaluate --calibrate-qa`"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_folders_are_refused_before_any_work(tmp_path, capsys):
+    """Before: the whole run, then a traceback and exit 1 (FileExistsError, NotADirectoryError, EROFS)."""
+    (tmp_path / "file").write_text("keep")
+    code, err = run_in_process(capsys, "-o", tmp_path / "file")
+    assert code == 2 and err == [f"landmarkinit run: error: {tmp_path / 'file'} is a file, not a folder; give a folder"]
+    code, err = run_in_process(capsys, "-o", tmp_path / "file" / "sub")
+    assert code == 2 and err == [
+        f"landmarkinit run: error: cannot create folder {tmp_path / 'file' / 'sub'}: {tmp_path / 'file'} is a file"
+    ]
+    with read_only_folder(tmp_path / "ro") as ro:
+        for out, message in (
+            (ro, f"cannot write in folder {ro}: Read-only file system"),
+            (ro / "out", f"cannot create folder {ro / 'out'} in {ro}: Read-only file system"),
+        ):
+            code, err = run_in_process(capsys, "-o", out)
+            assert code == 2 and err == [f"landmarkinit run: error: {message}"]
+            code = main(["run", "--cases", str(tmp_path), "-o", str(out)])  # batch mode too
+            assert code == 2 and capsys.readouterr().err == f"landmarkinit run: error: {message}\n"
+        assert list(ro.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ro"]
+
+
+def test_run_inputs_are_never_outputs(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    qa = tmp_path / "out" / "report.json"
+    qa.write_text(json.dumps({"thresholds": {}}))
+    code, err = run_in_process(capsys, "-o", tmp_path / "out", "--qa-thresholds", qa, "--force")
+    assert code == 2 and err == [
+        f"landmarkinit run: error: --output-dir {qa} is also the input --qa-thresholds; inputs are never overwritten: "
+        "choose another --output-dir"
+    ]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.json"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_truncated_file(tmp_path, capsys):
+    """Before: a truncated report.png under its final name, then a traceback and exit 1. The disk here holds the
+    landmarks and the transform but not the figure. With --force over an earlier result, the earlier report.json
+    is gone (it would mark the mix of old and new files as a complete result)."""
+    with nearly_full_disk(tmp_path / "disk", free_kib=40, size_kib=1024) as disk:
+        out = disk / "out"
+        out.mkdir()
+        (out / "report.json").write_text("{}")  # an earlier result
+        code, err = run_in_process(capsys, "-o", out, "--force")
+        assert code == 2
+        assert err == [
+            f"landmarkinit run: error: not enough space in {out}; free some space or choose another output folder"
+        ]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "mr_landmarks.mrk.json",
+            "mr_to_us.h5",
+            "us_landmarks.mrk.json",
+        ]
+        (disk / "filler").unlink()
+        (disk / "filler").write_bytes(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize))
+        code, err = run_in_process(capsys, "-o", disk / "new")  # a full disk is refused before any work
+        assert code == 2 and err == [f"landmarkinit run: error: {no_space(disk)}"]
+        assert not (disk / "new").exists()
+
+
+def no_space(folder):
+    return f"not enough space in {folder}; free some space or choose another output folder"

@@ -2,13 +2,16 @@
 installed packages register under the ``landmarkinit.commands`` entry-point group (the research bench,
 LandmarkInitResearch.cli). The product never imports the research bench; the command line finds it this way.
 
-Exit status: 0 success, 2 bad usage or bad input (the message says what and what to do), 1 unexpected failure
-(for `run --cases`: at least one case failed), 3 `run` finished but a result is flagged for review.
+Exit status: 0 success, 2 bad usage or bad input, or a file the system would not let us read or write (the message
+says what and what to do), 1 unexpected failure (for `run --cases`: at least one case failed), 3 `run` finished
+but a result is flagged for review, 130 interrupted (Ctrl-C). Every failure is one line on stderr, never a
+traceback: LANDMARKINIT_DEBUG=1 shows the traceback of an OS error or an internal error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +21,8 @@ from LandmarkInitLib import __version__
 from LandmarkInitLib.errors import LandmarkInitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REVIEW = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
+DEBUG_VARIABLE = "LANDMARKINIT_DEBUG"  # set (to anything but empty) to get tracebacks instead of one-line errors
 ENTRY_POINT_GROUP = "landmarkinit.commands"
 # Packages of the optional extras (pyproject.toml), for a clear message when a command needs one that is missing.
 OPTIONAL_PACKAGES = {
@@ -82,18 +87,34 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_vtk()
+
+    def error(message: str, status: int = EXIT_BAD_INPUT) -> int:
+        print(f"landmarkinit {args.command}: {message}", file=sys.stderr)
+        return status
+
     try:
         return args.func(args)
     except LandmarkInitError as e:
-        print(f"landmarkinit {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ModuleNotFoundError as e:
-        package = (e.name or "").split(".")[0]
-        if package not in OPTIONAL_PACKAGES:
+        return error(f"error: {e}")
+    except KeyboardInterrupt:
+        return error("interrupted", EXIT_INTERRUPTED)
+    except Exception as e:
+        package = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else None
+        if package in OPTIONAL_PACKAGES:
+            return error(
+                f"error: this command needs {package}: pip install 'landmarkinit[{OPTIONAL_PACKAGES[package]}]'"
+            )
+        if os.environ.get(DEBUG_VARIABLE):  # a developer asks for the traceback
             raise
-        extra = OPTIONAL_PACKAGES[package]
-        print(
-            f"landmarkinit {args.command}: error: this command needs {package}: pip install 'landmarkinit[{extra}]'",
-            file=sys.stderr,
+        if isinstance(e, OSError):  # the system refused (permissions, a full disk, ...): not a bug
+            from LandmarkInitLib.io.output_files import os_error_message
+
+            return error(f"error: {os_error_message(e)}")
+        # A bug: one line rather than a traceback, and the way to get the traceback for a report.
+        first_line = next((line for line in str(e).splitlines() if line.strip()), "")
+        return error(
+            f"internal error: {type(e).__name__}"
+            + (f": {first_line}" if first_line else "")
+            + f" (set {DEBUG_VARIABLE}=1 to see the traceback, and please report it)",
+            EXIT_FAILURE,
         )
-        return EXIT_BAD_INPUT

@@ -20,13 +20,18 @@ from LandmarkInitLib.pipeline.initialize import DEFAULT_WEIGHTING, WEIGHTINGS
 def cmd_register(args) -> int:
     from LandmarkInitLib.fit.landmark_fit import fit_transform
     from LandmarkInitLib.io.markups import read_landmarks_file
-    from LandmarkInitLib.io.output_files import check_writable
+    from LandmarkInitLib.io.output_files import check_distinct_paths, check_writable
     from LandmarkInitLib.io.scene import create_context
-    from LandmarkInitLib.io.transforms import create_transform_node, save_transform
+    from LandmarkInitLib.io.transforms import check_transform_suffix, create_transform_node, save_transform
     from LandmarkInitLib.landmarks import LANDMARK_LABELS, match_landmarks
     from LandmarkInitLib.pipeline.report import fit_report, format_fit, write_json
 
     # Check every output before computing anything, so that a refusal leaves no partial result.
+    check_distinct_paths(
+        {"--moving-landmarks": args.moving_landmarks, "--fixed-landmarks": args.fixed_landmarks},
+        {"--output": args.output, "--report": args.report},
+    )
+    check_transform_suffix(args.output)
     check_writable(args.output, args.force)
     if args.report:
         check_writable(args.report, args.force)
@@ -73,7 +78,7 @@ def cmd_detect(args) -> int:
     from LandmarkInitLib.detection.detectors import modality_mismatch, open_detector
     from LandmarkInitLib.io.images import read_image
     from LandmarkInitLib.io.markups import create_landmarks_node, write_landmarks_file
-    from LandmarkInitLib.io.output_files import DETECTION_SIDECAR_SUFFIX, check_writable
+    from LandmarkInitLib.io.output_files import DETECTION_SIDECAR_SUFFIX, check_distinct_paths, check_writable
     from LandmarkInitLib.io.scene import create_context
     from LandmarkInitLib.landmarks import LandmarkSet
     from LandmarkInitLib.pipeline.report import write_json
@@ -82,6 +87,9 @@ def cmd_detect(args) -> int:
     if not str(args.output).lower().endswith(".mrk.json"):
         raise LandmarkInitError(f"{args.output}: write detected landmarks as Slicer markups, a .mrk.json name")
     sidecar = Path(str(args.output)[: -len(".mrk.json")] + DETECTION_SIDECAR_SUFFIX)
+    check_distinct_paths(
+        {"--volume": args.volume, "--model": args.model}, [("--output", args.output), ("--output", sidecar)]
+    )
     check_writable(args.output, args.force)
     check_writable(sidecar, args.force)
     image = read_image(args.volume, args.modality.upper())
@@ -130,6 +138,12 @@ def cmd_run(args) -> int:
         threads=args.threads,
         backend=args.backend,
     )
+    from LandmarkInitLib.io.output_files import check_folder_writable
+    from LandmarkInitLib.pipeline.quality import load_thresholds
+
+    # Before any work: a bad thresholds file or an output folder that cannot be written fails here, once.
+    qa_thresholds = load_thresholds(options.qa_thresholds)
+    check_folder_writable(args.output_dir)
     if args.cases is not None:
         summary = run_batch(
             args.cases, args.output_dir, options, workers=args.workers, dask=args.dask, progress=not args.quiet
@@ -140,10 +154,11 @@ def cmd_run(args) -> int:
             return EXIT_FAILURE
         return EXIT_REVIEW if summary["counts"]["review"] else EXIT_OK
     from LandmarkInitLib.pipeline.initialize import Detectors
-    from LandmarkInitLib.pipeline.quality import load_thresholds
     from LandmarkInitLib.pipeline.run import check_output_dir, run_case
 
-    check_output_dir(args.output_dir, args.force)  # before any work
+    inputs = {"--mr": args.mr, "--us": args.us, "--qa-thresholds": args.qa_thresholds}
+    inputs.update({"--mr-model": args.mr_model, "--us-model": args.us_model})
+    check_output_dir(args.output_dir, args.force, inputs)  # before any work; creates nothing
     result = run_case(
         args.mr,
         args.us,
@@ -151,7 +166,7 @@ def cmd_run(args) -> int:
         detectors=Detectors.open(options.mr_model, options.us_model, options.backend, options.threads),
         weighting=args.weighting,
         refine=args.refine,
-        qa_thresholds=load_thresholds(options.qa_thresholds),
+        qa_thresholds=qa_thresholds,
         force=args.force,
     )
     report = result.report

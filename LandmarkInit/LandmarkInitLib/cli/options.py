@@ -13,6 +13,17 @@ from pathlib import Path
 from LandmarkInitLib.detection.detectors import BACKEND_CHOICES
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count of threads or processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def force() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -50,7 +61,7 @@ def threads(default: int | None = None) -> argparse.ArgumentParser:
 def _add_threads(container, default: int | None) -> None:
     container.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=default,
         metavar="N",
         help="CPU threads per process for the networks (default "
@@ -75,5 +86,5 @@ def output_dir(required: bool = True, default=None, help: str = "folder for the 
 
 def workers() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="parallel worker processes (default 1)")
     return p

@@ -11,6 +11,9 @@ matrix; the storage node converts both ways, and SimpleITK reads the file as tha
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +62,28 @@ def transform_matrix(node) -> np.ndarray:
     return numpy_from_vtk_matrix(m)
 
 
-def _check_suffix(path: Path) -> None:
+def check_transform_suffix(path) -> None:
+    """The one extension check of transform files, in any case (.H5 is .h5)."""
+    path = Path(path)
     if path.suffix.lower() not in TRANSFORM_SUFFIXES:
         raise LandmarkFileError(
             f"{path}: unknown transform format {path.suffix!r}; use one of {', '.join(TRANSFORM_SUFFIXES)}"
         )
+
+
+def _lower_case_suffix_copy(path: Path):
+    """ITK chooses the transform reader by a case-sensitive extension (a .TXT file is not read): read such a file
+    through a copy whose extension is in lower case. (Writing gets the same from atomic_output's temporary name.)"""
+    if path.suffix == path.suffix.lower():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="landmarkinit-") as folder:
+        copy = Path(folder) / (path.stem + path.suffix.lower())
+        shutil.copyfile(path, copy)
+        yield copy
+
+
+_lower_case_suffix = contextlib.contextmanager(_lower_case_suffix_copy)
 
 
 def save_transform(context, node, path, *, force: bool = False) -> Path:
@@ -71,7 +91,7 @@ def save_transform(context, node, path, *, force: bool = False) -> Path:
     import slicer
 
     path = Path(path)
-    _check_suffix(path)
+    check_transform_suffix(path)
     return write_with_storage_node(
         context, slicer.vtkMRMLTransformStorageNode(), node, path, force=force, what="transform"
     )
@@ -84,13 +104,14 @@ def load_transform(context, path, name: str | None = None):
     path = Path(path)
     if not path.is_file():
         raise LandmarkFileError(f"transform file {path} does not exist")
-    _check_suffix(path)
+    check_transform_suffix(path)
     node = create_transform_node(context.scene, None, name or path.stem)
     storage = slicer.vtkMRMLTransformStorageNode()
     context.scene.AddNode(storage)
     try:
-        storage.SetFileName(str(path))
-        ok = storage.ReadData(node)
+        with _lower_case_suffix(path) as readable:
+            storage.SetFileName(str(readable))
+            ok = storage.ReadData(node)
     finally:
         context.scene.RemoveNode(storage)
     if not ok or not node.IsLinear():

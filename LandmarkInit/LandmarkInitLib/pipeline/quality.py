@@ -136,7 +136,28 @@ def load_thresholds(path=None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise LandmarkFileError(f"QA thresholds file {path} not found; run `landmarkinit evaluate --calibrate-qa`")
-    return json.loads(path.read_bytes())["thresholds"]  # json.loads detects the UTF-8 of a JSON file
+
+    def invalid(why: str) -> LandmarkFileError:
+        return LandmarkFileError(
+            f"QA thresholds file {path} {why}; give a file written by `landmarkinit evaluate --calibrate-qa`"
+        )
+
+    try:
+        data = json.loads(path.read_bytes())  # json.loads detects the UTF-8 of a JSON file
+    except OSError as e:
+        raise invalid(f"could not be read ({e.strerror})") from None
+    except ValueError as e:  # not JSON, or not text at all
+        raise invalid(f"is not JSON ({str(e).splitlines()[0][:80]})") from None
+    thresholds = data.get("thresholds") if isinstance(data, dict) else None
+    if not isinstance(thresholds, dict):
+        raise invalid('has no "thresholds" object')
+    unknown = sorted(set(thresholds) - set(FEATURES))
+    if unknown:  # a misspelt feature would silently never be checked
+        raise invalid(f"names unknown feature(s) {', '.join(unknown)} (known: {', '.join(FEATURES)})")
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise invalid(f"gives {name} = {json.dumps(value)}, not a finite number")
+    return thresholds
 
 
 def calibrate(feature_rows: list[dict], bad: list[bool], false_alarm_rate: float = 0.05) -> dict:

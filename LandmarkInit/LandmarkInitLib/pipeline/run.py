@@ -44,12 +44,21 @@ class RunResult:
     report: dict
 
 
-def check_output_dir(output_dir: Path, force: bool) -> None:
+def check_output_dir(output_dir: Path, force: bool, inputs=None) -> None:
+    """Refuse, before any work and creating nothing, an output folder that cannot take the result (a file, a
+    read-only or full file system, earlier results without ``force``) or whose files would overwrite one of
+    ``inputs`` ({what: path}, e.g. {"--mr": ...})."""
+    from LandmarkInitLib.io.output_files import check_distinct_paths, check_folder_writable
+
+    output_dir = Path(output_dir)
+    check_folder_writable(output_dir)
     existing = [name for name in RUN_FILES if (output_dir / name).exists()]
     if existing and not force:
         raise LandmarkFileError(
             f"{output_dir} already holds results ({', '.join(existing)}); choose another --output-dir or pass --force"
         )
+    if inputs:
+        check_distinct_paths(inputs, [("--output-dir", output_dir / name) for name in RUN_FILES])
 
 
 def _model_info(detector) -> dict:
@@ -110,8 +119,7 @@ def run_case(
     check_distinct_volumes(mr_path, us_path)  # before anything is created
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    check_output_dir(output_dir, force)
+    check_output_dir(output_dir, force, {"MR volume": mr_path, "US volume": us_path})  # creates nothing
     mr_image, us_image = read_image(mr_path, "MR"), read_image(us_path, "US")
     detectors = detectors or Detectors.open()
     thresholds = load_thresholds() if qa_thresholds is None else qa_thresholds
@@ -133,6 +141,10 @@ def run_case(
         matrix = refinement.matrix
     t_compute = time.perf_counter() - t0
 
+    # Only now, with a result to write: a refusal or a failure before this point leaves no folder behind.
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier report.json would mark a mix of its files and the new ones as complete until the new one is written.
+    (output_dir / REPORT_JSON_FILE).unlink(missing_ok=True)
     context = create_context()
     try:
         write_landmarks(
