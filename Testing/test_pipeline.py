@@ -636,8 +636,11 @@ def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_
     again = run_sample(out, detectors=global_detectors, force=True, weighting="none")
     assert again.report["fit"]["weighting"] == "none" and again.report["fit"]["weights"] == [1.0, 1.0, 1.0]
     assert json.loads((out / "report.json").read_text())["fit"]["weighting"] == "none"
-    # a detector's own flags reach the report, marked with the modality (the MR volume given as US too)
-    flagged = run_sample(tmp_path / "flagged", detectors=global_detectors, us=case / "mr.nrrd")
+    # a detector's own flags reach the report, marked with the modality (an MR volume given as US; not the same
+    # file, which is refused)
+    mr_as_us = tmp_path / "mr_as_us.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(case / "mr.nrrd")) + 1, str(mr_as_us))
+    flagged = run_sample(tmp_path / "flagged", detectors=global_detectors, us=mr_as_us)
     assert f"US: {FLAG_NOT_ULTRASOUND}" in flagged.report["quality"]["flags"]
     assert all(f.startswith("US: ") for f in flagged.report["quality"]["flags"])
 

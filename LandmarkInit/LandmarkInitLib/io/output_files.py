@@ -226,6 +226,14 @@ def _atomic_output(path, force: bool = False):
                 os.replace(tmp, path)
         except _IncompleteFile:
             raise LandmarkFileError(write_failure_message(path, f"writing {path} left an incomplete file")) from None
+        except RuntimeError as e:  # ITK's writers (SimpleITK) raise RuntimeError, the OS reason in its text
+            from LandmarkInitLib.io.images import itk_reason
+
+            if not str(e).startswith("Exception thrown in SimpleITK"):
+                raise
+            if "No space left on device" in str(e):
+                raise LandmarkFileError(no_space_message(path.parent)) from None
+            raise LandmarkFileError(write_failure_message(path, f"writing {path} failed: {itk_reason(e)}")) from None
         except OSError as e:
             if isinstance(e, LandmarkInitError):
                 raise
