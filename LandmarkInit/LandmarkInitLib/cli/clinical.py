@@ -92,19 +92,19 @@ def cmd_detect(args) -> int:
     )
     check_writable(args.output, args.force)
     check_writable(sidecar, args.force)
-    image = read_image(args.volume, args.modality.upper())
-    mismatch = modality_mismatch(sitk.GetArrayViewFromImage(image), args.modality)
-    if mismatch and not args.modality_mismatch_ok:
-        raise LandmarkInitError(
-            f"{args.volume} was given as --modality {args.modality} but {mismatch}; check the volume and "
-            "--modality, or pass --modality-mismatch-ok to detect anyway"
-        )
     card = args.model or default_model_card(args.modality)
     detector = open_detector(card, backend=args.backend, threads=args.threads)
     if detector.card.modality != args.modality:
         raise LandmarkInitError(
             f"model {card} is a {detector.card.modality.upper()} model but --modality is {args.modality}; "
             "give a model of the volume's modality"
+        )
+    image = read_image(args.volume, args.modality.upper())
+    mismatch = modality_mismatch(sitk.GetArrayViewFromImage(image), args.modality)
+    if mismatch and not args.modality_mismatch_ok:
+        raise LandmarkInitError(
+            f"{args.volume} was given as --modality {args.modality} but {mismatch}; check the volume and "
+            "--modality, or pass --modality-mismatch-ok to detect anyway"
         )
     detection = detector.detect_image(image)
     context = create_context()
@@ -214,7 +214,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
         [shared.output_dir(), shared.models(), shared.runtime(default_threads=1), shared.workers()]
         + [shared.force(), shared.quiet()],
     )
-    p.add_argument("--mr", type=Path, help="MR volume (moving)")
+    p.add_argument("--mr", type=Path, help="MR volume: a file or a folder holding one DICOM series (moving)")
     p.add_argument("--us", type=Path, help="US volume (fixed)")
     p.add_argument("--cases", type=Path, metavar="DIR_OR_CSV", help="many pairs: a dataset folder or a CSV")
     p.add_argument(

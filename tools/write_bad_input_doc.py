@@ -1,0 +1,436 @@
+"""Write docs/bad-input.md by running the `landmarkinit` commands on a catalogue of bad inputs and recording what
+each one says: the exit status and the one line on stderr. The page is what the code does, not what we think it
+does.
+
+    .venv/bin/python tools/write_bad_input_doc.py            # rewrite docs/bad-input.md
+    .venv/bin/python tools/write_bad_input_doc.py --check    # exit 1 if the page is not what the commands say
+
+Each entry also states the exit status it must give; a different status, a traceback, more than one line on
+stderr, or a file created by a refusal fails the run (Testing/test_docs.py runs --check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "docs" / "bad-input.md"
+SAMPLE = ROOT / "Resources" / "SampleData" / "phantom" / "case_0000"
+LANDMARKS = ROOT / "Resources" / "SampleData" / "landmarks"
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class BadInput:
+    command: str
+    what: str  # the bad input, as the docs name it
+    argv: tuple[str, ...]  # {W} is the workspace folder
+    exit: int = EXIT_BAD_INPUT
+    usage: bool = False  # an argparse usage error: its usage lines come before the one error line
+
+
+REGISTER = ("register", "--moving-landmarks", "{W}/mr.mrk.json", "--fixed-landmarks", "{W}/us.mrk.json")
+PAIR = ("--mr", "{W}/mr.nrrd", "--us", "{W}/us.nrrd")
+
+CATALOGUE = (
+    # register: landmark files
+    BadInput(
+        "register",
+        "a landmarks file that does not exist",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/nothing.mrk.json",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "a landmarks file of an unknown format",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/points.txt",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "a `.mrk.json` that is not JSON",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/broken.mrk.json",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "a `.mrk.json` holding two point lists",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/two_lists.mrk.json",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "a `.mrk.json` whose point is marked missing (skipped) in Slicer",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/skipped.mrk.json",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "a landmark label missing",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/two_points.mrk.json",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "an `.fcsv` with other columns (`id,x,y,label`)",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/wrong_columns.fcsv",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "a `.csv` `label,x,y,z` that does not state its coordinate system",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/unstated.csv",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    BadInput(
+        "register",
+        "Slicer's *Export to CSV* (`label,l,p,s,...`) with `--csv-coordinate-system RAS`",
+        (
+            *REGISTER[:2],
+            "{W}/slicer_export_lps.csv",
+            *REGISTER[3:],
+            "--output",
+            "{W}/out/t.h5",
+            "--csv-coordinate-system",
+            "RAS",
+        ),
+    ),
+    BadInput(
+        "register",
+        "three points on a line",
+        (
+            "register",
+            "--moving-landmarks",
+            "{W}/collinear.mrk.json",
+            "--fixed-landmarks",
+            "{W}/us.mrk.json",
+            "--output",
+            "{W}/out/t.h5",
+        ),
+    ),
+    # register: outputs
+    BadInput(
+        "register",
+        "`--report` naming an input, even with `--force`",
+        (*REGISTER, "--output", "{W}/out/t.h5", "--report", "{W}/mr.mrk.json", "--force"),
+    ),
+    BadInput(
+        "register",
+        "`--output` and `--report` naming the same file",
+        (*REGISTER, "--output", "{W}/out/t.h5", "--report", "{W}/out/t.h5"),
+    ),
+    BadInput("register", "an output that exists (without `--force`)", (*REGISTER, "--output", "{W}/existing.h5")),
+    BadInput("register", "an output of an unknown format", (*REGISTER, "--output", "{W}/out/t.xfm")),
+    BadInput("register", "an output folder that does not exist", (*REGISTER, "--output", "{W}/nowhere/t.h5")),
+    BadInput("register", "an output whose folder is a file", (*REGISTER, "--output", "{W}/a_file/t.h5")),
+    # detect
+    BadInput(
+        "detect",
+        "a volume that does not exist",
+        ("detect", "--volume", "{W}/nothing.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
+    ),
+    BadInput(
+        "detect",
+        "a folder without DICOM files as the volume",
+        ("detect", "--volume", "{W}/empty_folder", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
+    ),
+    BadInput(
+        "detect",
+        "a truncated NRRD",
+        ("detect", "--volume", "{W}/truncated.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
+    ),
+    BadInput(
+        "detect",
+        "a file that is not an image, named `.nrrd`",
+        ("detect", "--volume", "{W}/text.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
+    ),
+    BadInput(
+        "detect",
+        "an MR volume with `--modality us`",
+        ("detect", "--volume", "{W}/mr.nrrd", "--modality", "us", "--output", "{W}/out/d.mrk.json"),
+    ),
+    BadInput(
+        "detect",
+        "a volume of constant intensity",
+        ("detect", "--volume", "{W}/constant.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
+    ),
+    BadInput(
+        "detect",
+        "an output name other than `.mrk.json`",
+        ("detect", "--volume", "{W}/mr.nrrd", "--modality", "mr", "--output", "{W}/out/d.json"),
+    ),
+    BadInput(
+        "detect",
+        "`--threads 0`",
+        ("detect", "--volume", "{W}/mr.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json", "--threads", "0"),
+        usage=True,
+    ),
+    # run
+    BadInput(
+        "run",
+        "the same file as MR and US",
+        ("run", "--mr", "{W}/mr.nrrd", "--us", "{W}/mr.nrrd", "--output-dir", "{W}/out/same"),
+    ),
+    BadInput(
+        "run",
+        "an input that does not exist",
+        ("run", "--mr", "{W}/nothing.nrrd", "--us", "{W}/us.nrrd", "--output-dir", "{W}/out/missing"),
+    ),
+    BadInput(
+        "run",
+        "a folder without DICOM files as a volume",
+        ("run", "--mr", "{W}/empty_folder", "--us", "{W}/us.nrrd", "--output-dir", "{W}/out/folder"),
+    ),
+    BadInput(
+        "run",
+        "MR and US given the wrong way round",
+        ("run", "--mr", "{W}/us.nrrd", "--us", "{W}/mr.nrrd", "--output-dir", "{W}/out/swapped"),
+    ),
+    BadInput("run", "an output folder that is a file", ("run", *PAIR, "--output-dir", "{W}/a_file")),
+    BadInput(
+        "run", "an output folder that holds a result (without `--force`)", ("run", *PAIR, "--output-dir", "{W}/done")
+    ),
+    BadInput(
+        "run",
+        "`--qa-thresholds` that is not JSON",
+        ("run", *PAIR, "--output-dir", "{W}/out/qa", "--qa-thresholds", "{W}/points.txt"),
+    ),
+    BadInput(
+        "run",
+        "a `--cases` CSV with a case named `../escape`",
+        ("run", "--cases", "{W}/escape.csv", "--output-dir", "{W}/out/batch", "--quiet"),
+    ),
+    BadInput(
+        "run",
+        "a `--cases` CSV without the `us` column",
+        ("run", "--cases", "{W}/no_us_column.csv", "--output-dir", "{W}/out/batch", "--quiet"),
+    ),
+    BadInput(
+        "run",
+        "`--workers 0`",
+        ("run", "--cases", "{W}/escape.csv", "--output-dir", "{W}/out/batch", "--workers", "0", "--quiet"),
+        usage=True,
+    ),
+    BadInput("run", "neither `--mr`/`--us` nor `--cases`", ("run", "--output-dir", "{W}/out/none")),
+)
+
+
+def make_workspace(w: Path) -> None:
+    """The files the catalogue's commands are given."""
+    for name in ("mr.nrrd", "us.nrrd"):
+        shutil.copy(SAMPLE / name, w / name)
+    shutil.copy(LANDMARKS / "mr_landmarks.mrk.json", w / "mr.mrk.json")
+    shutil.copy(LANDMARKS / "us_landmarks.mrk.json", w / "us.mrk.json")
+    (w / "out").mkdir()
+    (w / "empty_folder").mkdir()
+    (w / "a_file").write_text("a file where a folder is expected\n")
+    (w / "existing.h5").write_text("an earlier result\n")
+    (w / "points.txt").write_text("apex 1 2 3\n")
+    (w / "broken.mrk.json").write_text('{"markups": [')
+    (w / "text.nrrd").write_text("this is not an image\n")
+    data = (SAMPLE / "mr.nrrd").read_bytes()
+    (w / "truncated.nrrd").write_bytes(data[: len(data) // 2])
+    constant = sitk.Image(40, 40, 20, sitk.sitkInt16) + 100
+    constant.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(constant, str(w / "constant.nrrd"))
+
+    markups = json.loads((LANDMARKS / "mr_landmarks.mrk.json").read_text())
+    points = markups["markups"][0]["controlPoints"]
+
+    def write_markups(name, lists):
+        (w / name).write_text(json.dumps({**markups, "markups": lists}, indent=2))
+
+    first = markups["markups"][0]
+    write_markups("two_lists.mrk.json", [first, {**first, "name": "second list"}])
+    write_markups(
+        "skipped.mrk.json", [{**first, "controlPoints": [*points[:2], {**points[2], "positionStatus": "missing"}]}]
+    )
+    write_markups("two_points.mrk.json", [{**first, "controlPoints": points[:2]}])
+    line = [{**p, "position": [0.0, 0.0, 10.0 * i]} for i, p in enumerate(points)]
+    write_markups("collinear.mrk.json", [{**first, "controlPoints": line}])
+    ras = np.array([p["position"] for p in points]) * [-1, -1, 1]  # the file holds LPS
+    labels = [p["label"] for p in points]
+    (w / "wrong_columns.fcsv").write_text(
+        "# Markups fiducial file version = 4.11\n# CoordinateSystem = LPS\n# columns = id,x,y,label\n"
+        + "".join(f"{i},{p[0]},{p[1]},{lab}\n" for i, (p, lab) in enumerate(zip(ras, labels, strict=True)))
+    )
+    (w / "unstated.csv").write_text(
+        "label,x,y,z\n" + "".join(f"{lab},{p[0]},{p[1]},{p[2]}\n" for p, lab in zip(ras, labels, strict=True))
+    )
+    lps = ras * [-1, -1, 1]
+    (w / "slicer_export_lps.csv").write_text(
+        "label,l,p,s,defined,selected,visible,locked,description\n"
+        + "".join(f"{lab},{p[0]},{p[1]},{p[2]},1,1,1,0,\n" for p, lab in zip(lps, labels, strict=True))
+    )
+    (w / "escape.csv").write_text("case,mr,us\n../escape,mr.nrrd,us.nrrd\n")
+    (w / "no_us_column.csv").write_text("case,mr\nc1,mr.nrrd\n")
+    (w / "done").mkdir()
+    (w / "done" / "report.json").write_text("{}\n")
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    """Run the command in this process; (exit status, stderr). A traceback is reported, not raised."""
+    from LandmarkInitLib.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse
+            code = e.code if isinstance(e.code, int) else 2
+        except BaseException as e:  # noqa: BLE001 - a traceback is exactly what this catalogue must catch
+            return -1, f"TRACEBACK {type(e).__name__}: {e}"
+    return code, err.getvalue()
+
+
+def tree(w: Path) -> dict[str, str]:
+    """Relative path -> content hash ("" for folders)."""
+    return {
+        str(p.relative_to(w)): "" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(w.rglob("*"))
+    }
+
+
+def measure() -> tuple[list[tuple[BadInput, int, str]], list[str]]:
+    rows, problems = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        pristine, w = Path(tmp).resolve() / "pristine", Path(tmp).resolve() / "w"
+        pristine.mkdir()
+        make_workspace(pristine)
+        before = tree(pristine)
+        for case in CATALOGUE:
+            shutil.copytree(pristine, w, symlinks=True)  # every entry starts from the same files
+            argv = [a.replace("{W}", str(w)) for a in case.argv]
+            code, stderr = run(argv)
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            said = lines[-1] if lines else ""
+            said = said.replace(str(w) + os.sep, "").replace(str(w), ".")
+            if code != case.exit:
+                problems.append(f"{case.command}: {case.what}: exit {code}, expected {case.exit}: {said}")
+            message_lines = [line for line in lines if line.startswith("landmarkinit")] if case.usage else lines
+            if len(message_lines) != 1 or "Traceback" in stderr or said.startswith("TRACEBACK"):
+                problems.append(f"{case.command}: {case.what}: stderr is not one line: {stderr!r}")
+            after = tree(w)
+            created = sorted(set(after) - set(before))
+            changed = sorted(p for p in before if after.get(p) != before[p])
+            if created or changed:
+                problems.append(f"{case.command}: {case.what}: created {created}, changed or removed {changed}")
+            shutil.rmtree(w)
+            rows.append((case, code, said))
+    return rows, problems
+
+
+def render(rows) -> str:
+    lines = [
+        "# Bad input: what each command says",
+        "",
+        "Generated by `tools/write_bad_input_doc.py`, which runs every command below on the bad input named and",
+        "records its exit status and the one line it prints on stderr (paths are shown relative to the folder the",
+        "commands ran in). Every refusal happens before anything is computed or written: no output file and no",
+        "folder is created, and inputs are never modified. Exit status 2 means bad input or bad usage.",
+        "",
+    ]
+    for command in dict.fromkeys(case.command for case, _, _ in rows):
+        lines += [f"## `landmarkinit {command}`", "", "| given | exit | says |", "| --- | --- | --- |"]
+        for case, code, said in rows:
+            if case.command == command:
+                text = said.replace("|", "\\|")
+                lines.append(
+                    f"| {case.what} | {code} | `{text}` |" if "`" not in text else f"| {case.what} | {code} | {text} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with docs/bad-input.md instead of writing it")
+    args = parser.parse_args()
+    rows, problems = measure()
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    text = render(rows)
+    if args.check:
+        if not OUTPUT.exists() or OUTPUT.read_text(encoding="utf-8") != text:
+            print(
+                f"{OUTPUT.relative_to(ROOT)} is not what the commands say: run tools/write_bad_input_doc.py",
+                file=sys.stderr,
+            )
+            return 1
+        return 1 if problems else 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(rows)} bad inputs)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
