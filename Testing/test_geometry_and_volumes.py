@@ -112,6 +112,10 @@ def test_save_volume_round_trip_keeps_voxels_in_place_and_refuses_overwrite(cont
     assert_same_physical_volume(load_volume(context, out), sitk.ReadImage(str(out)))
     with pytest.raises(LandmarkFileError, match="already exists"):
         save_volume(context, node, out)
+    for detached in ("out.nhdr", "out.mhd"):  # the data file beside the header would keep a temporary name
+        with pytest.raises(LandmarkFileError, match="written as one file"):
+            save_volume(context, node, tmp_path / detached)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd", "out.nrrd"]
 
 
 def test_volume_errors(context, tmp_path):

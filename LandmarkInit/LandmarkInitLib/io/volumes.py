@@ -12,6 +12,9 @@ from LandmarkInitLib.errors import LandmarkFileError
 from LandmarkInitLib.io.output_files import write_with_storage_node
 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+# Written files are single files: a detached header (.nhdr, .mhd) names a data file that an atomic write (a
+# temporary name, renamed) would leave behind under the temporary name.
+WRITABLE_VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")
 
 
 def load_volume(context, path, name: str | None = None, *, labelmap: bool = False):
@@ -66,8 +69,10 @@ def save_volume(context, node, path, *, force: bool = False) -> Path:
     import slicer
 
     path = Path(path)
-    if not path.name.lower().endswith(VOLUME_SUFFIXES):
-        raise LandmarkFileError(f"{path}: unsupported volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
+    if not path.name.lower().endswith(WRITABLE_VOLUME_SUFFIXES):
+        raise LandmarkFileError(
+            f"{path}: volumes are written as one file; use one of {', '.join(WRITABLE_VOLUME_SUFFIXES)}"
+        )
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetWriteFileFormat(path.name.split(".", 1)[1])
     return write_with_storage_node(context, storage, node, path, force=force, what="volume")
