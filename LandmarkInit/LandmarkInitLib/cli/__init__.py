@@ -3,7 +3,8 @@ installed packages register under the ``landmarkinit.commands`` entry-point grou
 LandmarkInitResearch.cli). The product never imports the research bench; the command line finds it this way.
 
 Exit status: 0 success, 2 bad usage or bad input (the message says what and what to do), 1 unexpected failure
-(for `run --cases`: at least one case failed), 3 `run` finished but a result is flagged for review.
+(for `run --cases`: at least one case failed), 3 `run` finished but a result is flagged for review, 130
+`run --cases` stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from LandmarkInitLib import __version__
 from LandmarkInitLib.errors import LandmarkInitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REVIEW = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # the shell's status of a command stopped by Ctrl-C (128 + SIGINT)
 ENTRY_POINT_GROUP = "landmarkinit.commands"
 # Packages of the optional extras (pyproject.toml), for a clear message when a command needs one that is missing.
 OPTIONAL_PACKAGES = {

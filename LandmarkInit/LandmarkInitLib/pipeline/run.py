@@ -111,21 +111,25 @@ def run_case(
     qa_thresholds: dict | None = None,
     force: bool = False,
     figure: bool = True,
+    resume: bool = False,
 ) -> RunResult:
+    """``resume``: the folder holds an earlier, unfinished or outdated result of this batch case, ours to replace."""
     from LandmarkInitLib.fit.intensity import register_rigid_mi
     from LandmarkInitLib.io.markups import write_landmarks
-    from LandmarkInitLib.io.output_files import atomic_output
+    from LandmarkInitLib.io.output_files import atomic_output, temporary_files
     from LandmarkInitLib.io.scene import create_context
     from LandmarkInitLib.io.transforms import create_transform_node, save_transform
     from LandmarkInitLib.landmarks import LandmarkSet
+    from LandmarkInitLib.pipeline.batch import file_fingerprint
     from LandmarkInitLib.pipeline.overlay_figure import write_overlay_png
     from LandmarkInitLib.pipeline.report import write_json
 
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    check_output_dir(output_dir, force)
+    check_output_dir(output_dir, force or resume)
     mr_image, us_image = read_image(mr_path, "MR"), read_image(us_path, "US")
+    fingerprints = {"mr": file_fingerprint(mr_path), "us": file_fingerprint(us_path)}
     detectors = detectors or Detectors.open()
     thresholds = load_thresholds() if qa_thresholds is None else qa_thresholds
 
@@ -146,6 +150,10 @@ def run_case(
         matrix = refinement.matrix
     t_compute = time.perf_counter() - t0
 
+    # An earlier result goes first: its report.json, so that an interrupted rewrite never looks complete, and the
+    # temporaries a killed run left.
+    for stale in [output_dir / REPORT_JSON_FILE, *temporary_files(output_dir, RUN_FILES)]:
+        stale.unlink(missing_ok=True)
     context = create_context()
     try:
         write_landmarks(
@@ -167,7 +175,7 @@ def run_case(
             write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows)
     report = {
         "software": {"landmarkinit": __version__, "python": platform.python_version()},
-        "inputs": {"mr": str(mr_path), "us": str(us_path)},
+        "inputs": {"mr": str(mr_path), "us": str(us_path), "fingerprints": fingerprints},
         "convention": CONVENTION,
         "matrix": np.round(matrix, 12).tolist(),
         "landmark_matrix": np.round(init.matrix, 12).tolist(),
