@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 DEMO_OUT := build/demo
 SAMPLE_CASE := Resources/SampleData/phantom/case_0000
 
-.PHONY: setup test demo bench results lint mutate lock clean
+.PHONY: setup test demo bench results lint mutate crash-test lock clean
 
 setup: $(STAMP)
 
@@ -74,6 +74,14 @@ mutate: setup
 	    ../mutate-venv/bin/mutmut run --max-children $(MUTATE_CHILDREN) > mutmut.log 2>&1 \
 	    || { tail -c 4000 mutmut.log; exit 1; }
 	build/mutate-venv/bin/python tools/mutation_report.py report
+
+# Crash test of `landmarkinit run --cases` (Testing/stress/kill_batch.py): the batch is killed (SIGKILL of its parent)
+# CRASH_KILLS times at random moments and resumed; every episode must end with every case's complete, loadable
+# files, no temporary file, no process left and a true batch_summary.json. About 2 s a kill; not part of `make test`
+# (its pytest version kills three times).
+CRASH_KILLS ?= 25
+crash-test: setup
+	$(PY) Testing/stress/kill_batch.py --kills $(CRASH_KILLS)
 
 # Re-resolve the pinned environment from requirements/base.in (needs the package registry).
 lock:

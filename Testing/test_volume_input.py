@@ -5,6 +5,7 @@ other modality, a constant volume. Real files, the installed readers, the shippe
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import SimpleITK as sitk
 
 from LandmarkInitLib.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from LandmarkInitLib.errors import LandmarkFileError
-from LandmarkInitLib.io.images import read_image
+from LandmarkInitLib.io.images import read_image, volume_fingerprint
 from LandmarkInitLib.resources import sample_case_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +238,15 @@ def test_dicom_series_folder_reads_as_the_volume(mr_image, mr_dicom, tmp_path, c
     assert printed[:3] == printed[4:7] and "apex" in printed[0]
     code = main(["run", "--mr", str(mr_dicom), "--us", str(CASE / "us.nrrd"), "-o", str(tmp_path / "run")])
     assert code in (0, 3) and (tmp_path / "run" / "report.json").is_file()
+    # the folder's fingerprint (a batch redoes a case whose inputs changed) covers every file of the series
+    recorded = json.loads((tmp_path / "run" / "report.json").read_text())["inputs"]["fingerprints"]["mr"]
+    assert recorded == volume_fingerprint(mr_dicom)
+    assert recorded["size"] == sum(p.stat().st_size for p in mr_dicom.iterdir())
+    copy = shutil.copytree(mr_dicom, tmp_path / "copy")
+    assert volume_fingerprint(copy)["sha256"] == recorded["sha256"]
+    last = sorted(copy.iterdir())[-1]
+    last.write_bytes(last.read_bytes() + b"\0")
+    assert volume_fingerprint(copy)["sha256"] != recorded["sha256"]
 
 
 def test_folder_of_several_dicom_series_is_refused_listing_them(mr_image, tmp_path):

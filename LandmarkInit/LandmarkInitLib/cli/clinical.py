@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from LandmarkInitLib.cli import EXIT_FAILURE, EXIT_OK, EXIT_REVIEW, CommandGroup
+from LandmarkInitLib.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_REVIEW, CommandGroup
 from LandmarkInitLib.cli import options as shared
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.fit.landmark_fit import FIT_MODES
@@ -145,9 +145,16 @@ def cmd_run(args) -> int:
     qa_thresholds = load_thresholds(options.qa_thresholds)
     check_folder_writable(args.output_dir)
     if args.cases is not None:
-        summary = run_batch(
-            args.cases, args.output_dir, options, workers=args.workers, dask=args.dask, progress=not args.quiet
-        )
+        try:
+            summary = run_batch(
+                args.cases, args.output_dir, options, workers=args.workers, dask=args.dask, progress=not args.quiet
+            )
+        except KeyboardInterrupt:  # run_batch has stopped the workers and removed what the unfinished cases left
+            print(
+                "landmarkinit run: interrupted; finished cases are kept, run the same command again to do the rest",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         print(summary_text(summary))
         print(f"wrote {args.output_dir}/<case>/ and {args.output_dir / BATCH_SUMMARY_FILE}")
         if summary["counts"]["failed"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import struct
 import sys
@@ -243,6 +244,19 @@ def _atomic_output(path, force: bool = False):
     finally:
         with contextlib.suppress(OSError):  # never hide the error that got us here (EROFS, ...)
             tmp.unlink()
+
+
+def temporary_files(folder, names) -> list[Path]:
+    """The temporaries `_atomic_output` made for the files ``names`` in ``folder`` and that are still there: a
+    killed process cannot remove its own."""
+    patterns = []
+    for name in names:
+        suffix = full_suffix(Path(name))
+        stem = name[: len(name) - len(suffix)]
+        patterns.append(re.escape(f".{stem}.tmp-") + "[0-9a-f]{8}" + re.escape(suffix))
+    match = re.compile("|".join(patterns)).fullmatch
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if match(p.name)) if folder.is_dir() else []
 
 
 # Wrapped here rather than decorated, so that mutation testing (`make mutate`; mutmut leaves decorated functions

@@ -19,7 +19,7 @@ import numpy as np
 
 from LandmarkInitLib import __version__
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
-from LandmarkInitLib.io.images import check_distinct_volumes, read_image
+from LandmarkInitLib.io.images import check_distinct_volumes, read_image, volume_fingerprint
 from LandmarkInitLib.io.output_files import (
     LANDMARK_TRANSFORM_FILE,
     MR_LANDMARKS_FILE,
@@ -106,10 +106,12 @@ def run_case(
     qa_thresholds: dict | None = None,
     force: bool = False,
     figure: bool = True,
+    resume: bool = False,
 ) -> RunResult:
+    """``resume``: the folder holds an earlier, unfinished or outdated result of this batch case, ours to replace."""
     from LandmarkInitLib.fit.intensity import register_rigid_mi
     from LandmarkInitLib.io.markups import write_landmarks
-    from LandmarkInitLib.io.output_files import atomic_output
+    from LandmarkInitLib.io.output_files import atomic_output, temporary_files
     from LandmarkInitLib.io.scene import create_context
     from LandmarkInitLib.io.transforms import create_transform_node, save_transform
     from LandmarkInitLib.landmarks import LandmarkSet
@@ -119,8 +121,9 @@ def run_case(
     check_distinct_volumes(mr_path, us_path)  # before anything is created
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
-    check_output_dir(output_dir, force, {"MR volume": mr_path, "US volume": us_path})  # creates nothing
+    check_output_dir(output_dir, force or resume, {"MR volume": mr_path, "US volume": us_path})  # creates nothing
     mr_image, us_image = read_image(mr_path, "MR"), read_image(us_path, "US")
+    fingerprints = {"mr": volume_fingerprint(mr_path), "us": volume_fingerprint(us_path)}
     detectors = detectors or Detectors.open()
     thresholds = load_thresholds() if qa_thresholds is None else qa_thresholds
 
@@ -143,8 +146,10 @@ def run_case(
 
     # Only now, with a result to write: a refusal or a failure before this point leaves no folder behind.
     output_dir.mkdir(parents=True, exist_ok=True)
-    # An earlier report.json would mark a mix of its files and the new ones as complete until the new one is written.
-    (output_dir / REPORT_JSON_FILE).unlink(missing_ok=True)
+    # An earlier result goes first: its report.json, so that an interrupted rewrite never looks complete, and the
+    # temporaries a killed run left.
+    for stale in [output_dir / REPORT_JSON_FILE, *temporary_files(output_dir, RUN_FILES)]:
+        stale.unlink(missing_ok=True)
     context = create_context()
     try:
         write_landmarks(
@@ -166,7 +171,7 @@ def run_case(
             write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows, init.us.labels)
     report = {
         "software": {"landmarkinit": __version__, "python": platform.python_version()},
-        "inputs": {"mr": str(mr_path), "us": str(us_path)},
+        "inputs": {"mr": str(mr_path), "us": str(us_path), "fingerprints": fingerprints},
         "convention": CONVENTION,
         "matrix": np.round(matrix, 12).tolist(),
         "landmark_matrix": np.round(init.matrix, 12).tolist(),
