@@ -683,6 +683,8 @@ def test_run_case_with_refinement_and_figure(global_detectors, tmp_path, context
     assert not np.allclose(again.landmark_matrix, result.landmark_matrix, atol=1e-6)
     run_sample(out, detectors=global_detectors, figure=True, force=True)
     assert png_rows(out / "report.png") == two_rows
+    # ... and the refinement's landmark transform does not stay beside a result that has none
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(RUN_FILES) - {"mr_to_us_landmarks.h5"})
 
 
 def test_run_case_defaults_are_the_shipped_thresholds_the_spread_weighting_and_the_figure(global_detectors, tmp_path):

@@ -146,9 +146,13 @@ def run_case(
 
     # Only now, with a result to write: a refusal or a failure before this point leaves no folder behind.
     output_dir.mkdir(parents=True, exist_ok=True)
-    # An earlier result goes first: its report.json, so that an interrupted rewrite never looks complete, and the
-    # temporaries a killed run left.
-    for stale in [output_dir / REPORT_JSON_FILE, *temporary_files(output_dir, RUN_FILES)]:
+    # An earlier result goes first: its report.json, so that an interrupted rewrite never looks complete, the
+    # temporaries a killed run left, and its files that this run does not write (mr_to_us_landmarks.h5 of an
+    # earlier --refine), which would otherwise sit beside the new result as if they belonged to it.
+    not_written = ([] if refine else [LANDMARK_TRANSFORM_FILE]) + ([] if figure else [REPORT_PNG_FILE])
+    for stale in [REPORT_JSON_FILE, *not_written]:
+        (output_dir / stale).unlink(missing_ok=True)
+    for stale in temporary_files(output_dir, RUN_FILES):
         stale.unlink(missing_ok=True)
     context = create_context()
     try:
@@ -165,7 +169,6 @@ def run_case(
     finally:
         context.clear()
     rows = {"After landmark fit": init.matrix} | ({"After landmark fit + MI refinement": matrix} if refine else {})
-    not_written = ([] if refine else [LANDMARK_TRANSFORM_FILE]) + ([] if figure else [REPORT_PNG_FILE])
     if figure:
         with atomic_output(output_dir / REPORT_PNG_FILE, force=True) as tmp:
             write_overlay_png(tmp, us_image, mr_image, init.us.points_ras, init.mr.points_ras, rows, init.us.labels)
