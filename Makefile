@@ -81,7 +81,7 @@ mutate: setup
 # (its pytest version kills three times).
 CRASH_KILLS ?= 25
 crash-test: setup
-	$(PY) Testing/stress/kill_batch.py --kills $(CRASH_KILLS)
+	$(PY) Testing/stress/kill_batch.py --kills $(CRASH_KILLS) --output docs/crash-test.md
 
 # Re-resolve the pinned environment from requirements/base.in (needs the package registry).
 lock:
