@@ -42,245 +42,66 @@ class BadInput:
     usage: bool = False  # an argparse usage error: its usage lines come before the one error line
 
 
-REGISTER = ("register", "--moving-landmarks", "{W}/mr.mrk.json", "--fixed-landmarks", "{W}/us.mrk.json")
-PAIR = ("--mr", "{W}/mr.nrrd", "--us", "{W}/us.nrrd")
+def register(what, *options, moving="mr.mrk.json", output="out/t.h5", usage=False):
+    argv = ("register", "--moving-landmarks", f"{{W}}/{moving}", "--fixed-landmarks", "{W}/us.mrk.json")
+    return BadInput("register", what, (*argv, "--output", f"{{W}}/{output}", *options), usage=usage)
+
+
+def detect(what, volume, *options, modality="mr", output="out/d.mrk.json", usage=False):
+    argv = ("detect", "--volume", f"{{W}}/{volume}", "--modality", modality, "--output", f"{{W}}/{output}")
+    return BadInput("detect", what, (*argv, *options), usage=usage)
+
+
+def run(what, *options, mr="mr.nrrd", us="us.nrrd", output="out/run", usage=False):
+    pair = ("--mr", f"{{W}}/{mr}", "--us", f"{{W}}/{us}") if mr else ()
+    return BadInput("run", what, ("run", *pair, "--output-dir", f"{{W}}/{output}", *options), usage=usage)
+
+
+def batch(what, cases, *options, usage=False):
+    return run(what, "--cases", f"{{W}}/{cases}", "--quiet", *options, mr=None, output="out/batch", usage=usage)
+
 
 CATALOGUE = (
-    # register: landmark files
-    BadInput(
-        "register",
-        "a landmarks file that does not exist",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/nothing.mrk.json",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "a landmarks file of an unknown format",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/points.txt",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "a `.mrk.json` that is not JSON",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/broken.mrk.json",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "a `.mrk.json` holding two point lists",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/two_lists.mrk.json",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "a `.mrk.json` whose point is marked missing (skipped) in Slicer",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/skipped.mrk.json",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "a landmark label missing",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/two_points.mrk.json",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "an `.fcsv` with other columns (`id,x,y,label`)",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/wrong_columns.fcsv",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
-        "a `.csv` `label,x,y,z` that does not state its coordinate system",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/unstated.csv",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    BadInput(
-        "register",
+    register("a landmarks file that does not exist", moving="nothing.mrk.json"),
+    register("a landmarks file of an unknown format", moving="points.txt"),
+    register("a `.mrk.json` that is not JSON", moving="broken.mrk.json"),
+    register("a `.mrk.json` holding two point lists", moving="two_lists.mrk.json"),
+    register("a `.mrk.json` whose point is marked missing (skipped) in Slicer", moving="skipped.mrk.json"),
+    register("a landmark label missing", moving="two_points.mrk.json"),
+    register("an `.fcsv` with other columns (`id,x,y,label`)", moving="wrong_columns.fcsv"),
+    register("a `.csv` `label,x,y,z` that does not state its coordinate system", moving="unstated.csv"),
+    register(
         "Slicer's *Export to CSV* (`label,l,p,s,...`) with `--csv-coordinate-system RAS`",
-        (
-            *REGISTER[:2],
-            "{W}/slicer_export_lps.csv",
-            *REGISTER[3:],
-            "--output",
-            "{W}/out/t.h5",
-            "--csv-coordinate-system",
-            "RAS",
-        ),
+        "--csv-coordinate-system",
+        "RAS",
+        moving="slicer_export_lps.csv",
     ),
-    BadInput(
-        "register",
-        "three points on a line",
-        (
-            "register",
-            "--moving-landmarks",
-            "{W}/collinear.mrk.json",
-            "--fixed-landmarks",
-            "{W}/us.mrk.json",
-            "--output",
-            "{W}/out/t.h5",
-        ),
-    ),
-    # register: outputs
-    BadInput(
-        "register",
-        "`--report` naming an input, even with `--force`",
-        (*REGISTER, "--output", "{W}/out/t.h5", "--report", "{W}/mr.mrk.json", "--force"),
-    ),
-    BadInput(
-        "register",
-        "`--output` and `--report` naming the same file",
-        (*REGISTER, "--output", "{W}/out/t.h5", "--report", "{W}/out/t.h5"),
-    ),
-    BadInput("register", "an output that exists (without `--force`)", (*REGISTER, "--output", "{W}/existing.h5")),
-    BadInput("register", "an output of an unknown format", (*REGISTER, "--output", "{W}/out/t.xfm")),
-    BadInput("register", "an output folder that does not exist", (*REGISTER, "--output", "{W}/nowhere/t.h5")),
-    BadInput("register", "an output whose folder is a file", (*REGISTER, "--output", "{W}/a_file/t.h5")),
-    # detect
-    BadInput(
-        "detect",
-        "a volume that does not exist",
-        ("detect", "--volume", "{W}/nothing.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
-    ),
-    BadInput(
-        "detect",
-        "a folder without DICOM files as the volume",
-        ("detect", "--volume", "{W}/empty_folder", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
-    ),
-    BadInput(
-        "detect",
-        "a truncated NRRD",
-        ("detect", "--volume", "{W}/truncated.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
-    ),
-    BadInput(
-        "detect",
-        "a file that is not an image, named `.nrrd`",
-        ("detect", "--volume", "{W}/text.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
-    ),
-    BadInput(
-        "detect",
-        "an MR volume with `--modality us`",
-        ("detect", "--volume", "{W}/mr.nrrd", "--modality", "us", "--output", "{W}/out/d.mrk.json"),
-    ),
-    BadInput(
-        "detect",
-        "a volume of constant intensity",
-        ("detect", "--volume", "{W}/constant.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json"),
-    ),
-    BadInput(
-        "detect",
-        "an output name other than `.mrk.json`",
-        ("detect", "--volume", "{W}/mr.nrrd", "--modality", "mr", "--output", "{W}/out/d.json"),
-    ),
-    BadInput(
-        "detect",
-        "`--threads 0`",
-        ("detect", "--volume", "{W}/mr.nrrd", "--modality", "mr", "--output", "{W}/out/d.mrk.json", "--threads", "0"),
-        usage=True,
-    ),
-    # run
-    BadInput(
-        "run",
-        "the same file as MR and US",
-        ("run", "--mr", "{W}/mr.nrrd", "--us", "{W}/mr.nrrd", "--output-dir", "{W}/out/same"),
-    ),
-    BadInput(
-        "run",
-        "an input that does not exist",
-        ("run", "--mr", "{W}/nothing.nrrd", "--us", "{W}/us.nrrd", "--output-dir", "{W}/out/missing"),
-    ),
-    BadInput(
-        "run",
-        "a folder without DICOM files as a volume",
-        ("run", "--mr", "{W}/empty_folder", "--us", "{W}/us.nrrd", "--output-dir", "{W}/out/folder"),
-    ),
-    BadInput(
-        "run",
-        "MR and US given the wrong way round",
-        ("run", "--mr", "{W}/us.nrrd", "--us", "{W}/mr.nrrd", "--output-dir", "{W}/out/swapped"),
-    ),
-    BadInput("run", "an output folder that is a file", ("run", *PAIR, "--output-dir", "{W}/a_file")),
-    BadInput(
-        "run", "an output folder that holds a result (without `--force`)", ("run", *PAIR, "--output-dir", "{W}/done")
-    ),
-    BadInput(
-        "run",
-        "`--qa-thresholds` that is not JSON",
-        ("run", *PAIR, "--output-dir", "{W}/out/qa", "--qa-thresholds", "{W}/points.txt"),
-    ),
-    BadInput(
-        "run",
-        "a `--cases` CSV with a case named `../escape`",
-        ("run", "--cases", "{W}/escape.csv", "--output-dir", "{W}/out/batch", "--quiet"),
-    ),
-    BadInput(
-        "run",
-        "a `--cases` CSV without the `us` column",
-        ("run", "--cases", "{W}/no_us_column.csv", "--output-dir", "{W}/out/batch", "--quiet"),
-    ),
-    BadInput(
-        "run",
-        "`--workers 0`",
-        ("run", "--cases", "{W}/escape.csv", "--output-dir", "{W}/out/batch", "--workers", "0", "--quiet"),
-        usage=True,
-    ),
-    BadInput("run", "neither `--mr`/`--us` nor `--cases`", ("run", "--output-dir", "{W}/out/none")),
+    register("three points on a line", moving="collinear.mrk.json"),
+    register("`--report` naming an input, even with `--force`", "--report", "{W}/mr.mrk.json", "--force"),
+    register("`--output` and `--report` naming the same file", "--report", "{W}/out/t.h5"),
+    register("an output that exists (without `--force`)", output="existing.h5"),
+    register("an output of an unknown format", output="out/t.xfm"),
+    register("an output folder that does not exist", output="nowhere/t.h5"),
+    register("an output whose folder is a file", output="a_file/t.h5"),
+    detect("a volume that does not exist", "nothing.nrrd"),
+    detect("a folder without DICOM files as the volume", "empty_folder"),
+    detect("a truncated NRRD", "truncated.nrrd"),
+    detect("a file that is not an image, named `.nrrd`", "text.nrrd"),
+    detect("an MR volume with `--modality us`", "mr.nrrd", modality="us"),
+    detect("a volume of constant intensity", "constant.nrrd"),
+    detect("an output name other than `.mrk.json`", "mr.nrrd", output="out/d.json"),
+    detect("`--threads 0`", "mr.nrrd", "--threads", "0", usage=True),
+    run("the same file as MR and US", us="mr.nrrd"),
+    run("an input that does not exist", mr="nothing.nrrd"),
+    run("a folder without DICOM files as a volume", mr="empty_folder"),
+    run("MR and US given the wrong way round", mr="us.nrrd", us="mr.nrrd"),
+    run("an output folder that is a file", output="a_file"),
+    run("an output folder that holds a result (without `--force`)", output="done"),
+    run("`--qa-thresholds` that is not JSON", "--qa-thresholds", "{W}/points.txt"),
+    batch("a `--cases` CSV with a case named `../escape`", "escape.csv"),
+    batch("a `--cases` CSV without the `us` column", "no_us_column.csv"),
+    batch("`--workers 0`", "escape.csv", "--workers", "0", usage=True),
+    run("neither `--mr`/`--us` nor `--cases`", mr=None, output="out/none"),
 )
 
 
@@ -337,7 +158,7 @@ def make_workspace(w: Path) -> None:
     (w / "done" / "report.json").write_text("{}\n")
 
 
-def run(argv: list[str]) -> tuple[int, str]:
+def run_command(argv: list[str]) -> tuple[int, str]:
     """Run the command in this process; (exit status, stderr). A traceback is reported, not raised."""
     from LandmarkInitLib.cli import main
 
@@ -370,7 +191,7 @@ def measure() -> tuple[list[tuple[BadInput, int, str]], list[str]]:
         for case in CATALOGUE:
             shutil.copytree(pristine, w, symlinks=True)  # every entry starts from the same files
             argv = [a.replace("{W}", str(w)) for a in case.argv]
-            code, stderr = run(argv)
+            code, stderr = run_command(argv)
             lines = [line for line in stderr.splitlines() if line.strip()]
             said = lines[-1] if lines else ""
             said = said.replace(str(w) + os.sep, "").replace(str(w), ".")
