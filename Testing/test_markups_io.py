@@ -601,3 +601,123 @@ def test_fcsv_rows_too_short_for_a_label_are_refused_and_slicer_3_files_still_re
     rows = "".join(f"{lb},{p[0]},{p[1]},{p[2]},1,1\n" for lb, p in zip(POINTS.labels, POINTS.points_ras, strict=True))
     _, landmarks = read_landmarks_file(context, write_csv(tmp_path / "old.fcsv", rows))
     np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras)
+
+
+# --- mutation-testing survivors: the file checks before Slicer's readers, and the exported-table columns ------------
+
+TWELVE_COLUMN_ROWS = [  # LPS; id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label: no desc, no node ID
+    f"{i},{-p[0]},{-p[1]},{p[2]},0,0,0,1,1,1,0,{lb}"
+    for i, (lb, p) in enumerate(zip(POINTS.labels, POINTS.points_ras, strict=True), start=1)
+]
+
+
+def test_fcsv_checks_read_files_with_a_bom_latin_1_bytes_or_only_12_columns(context, tmp_path):
+    # twelve columns reach the label (the 12th): not "fewer columns" than Slicer needs
+    twelve = "".join(f"{row}\n" for row in TWELVE_COLUMN_ROWS)
+    path = write_csv(tmp_path / "twelve.fcsv", FCSV_HEADER + f"# columns = {SLICER_COLUMNS}\n" + twelve)
+    _, landmarks = read_landmarks_file(context, path)
+    np.testing.assert_allclose(landmarks.ordered(LANDMARK_LABELS), POINTS.points_ras)
+    # a description in Latin-1 (not UTF-8) is no reason to refuse the file: the check reads it leniently
+    latin = FCSV_HEADER + "".join(f"{row},caf\xe9,\n" for row in TWELVE_COLUMN_ROWS)
+    path = tmp_path / "latin.fcsv"
+    path.write_bytes(latin.encode("latin-1"))
+    _, landmarks = read_landmarks_file(context, path)
+    np.testing.assert_allclose(landmarks.ordered(LANDMARK_LABELS), POINTS.points_ras)
+    # a byte-order mark before the version line (Windows editors) still makes it a versioned file, so checked
+    path = tmp_path / "bom.fcsv"
+    path.write_bytes(("\ufeff" + FCSV_HEADER + "1,1,2,3,apex\n").encode("utf-8"))
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path}, line 3: '1,1,2,3,apex' has fewer columns than Slicer's .fcsv '# columns = {SLICER_COLUMNS}' "
+            f"(the label is the 12th); {FCSV_FIX}"
+        ),
+    ):
+        read_landmarks_file(context, path)
+
+
+def test_fcsv_columns_line_is_split_at_its_first_equals_sign(context, tmp_path):
+    # the declared columns are everything after the first '=', even if they hold another '='
+    path = write_csv(tmp_path / "p.fcsv", f"{FCSV_HEADER}# columns = label,x,y,z = Slicer 3 order\n1,1,2,3\n")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path}: wrong columns for a Slicer .fcsv file: '# columns = label,x,y,z = Slicer 3 order', but Slicer "
+            f"reads '# columns = {SLICER_COLUMNS}' (by position: x,y,z 2nd to 4th, label 12th); {FCSV_FIX}"
+        ),
+    ):
+        read_landmarks_file(context, path)
+
+
+def test_several_markups_are_described_by_name_type_and_first_three_labels(context, tmp_path):
+    """Written with a byte-order mark (utf-8-sig), as Windows editors save JSON; entries as hand-edited files have
+    them: a name, four points, a point without a label, a markup without a type, an entry that is not a markup."""
+    doc = {
+        "markups": [
+            {
+                "type": "Fiducial",
+                "name": "MR landmarks",
+                "controlPoints": [{"label": lb} for lb in ("apex", "bladder_neck", "posterior_median", "extra")],
+            },
+            {"controlPoints": [{"position": [0, 0, 0]}, {"label": "b"}]},
+            None,
+        ]
+    }
+    path = tmp_path / "several.mrk.json"
+    path.write_bytes(json.dumps(doc).encode("utf-8-sig"))
+    listed = (
+        "1: 'MR landmarks', Fiducial of 4 points (apex, bladder_neck, posterior_median, ...); "
+        "2: ? of 2 points (, b); 3: ? of 0 points ()"
+    )
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{path} holds 3 markups ({listed}); save the point list of the landmarks on its own in a .mrk.json file "
+            "and give that file"
+        ),
+    ):
+        read_landmarks_file(context, path)
+
+
+def test_defined_column_only_in_slicer_tables_and_false_counts_as_zero(context, tmp_path):
+    rows = [f"{lb},{p[0]},{p[1]},{p[2]}" for lb, p in zip(POINTS.labels, POINTS.points_ras, strict=True)]
+    # a plain label,x,y,z file: extra columns are the user's own, even one called "defined"
+    plain = write_csv(
+        tmp_path / "plain.csv", "# coordinateSystem = RAS\nlabel,x,y,z,defined\n" + "".join(f"{r},0\n" for r in rows)
+    )
+    _, landmarks = read_landmarks_file(context, plain)
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras)
+    # a Slicer table (label,r,a,s,defined) whose rows stop before the defined column: those points count as placed
+    table = write_csv(tmp_path / "table.csv", "label,r,a,s,defined\n" + "\n".join(rows) + "\n")
+    _, landmarks = read_landmarks_file(context, table)
+    np.testing.assert_allclose(landmarks.points_ras, POINTS.points_ras)
+    # defined = FALSE (as a spreadsheet writes a boolean) is defined = 0
+    write_csv(table, "label,r,a,s,defined\n" + rows[0] + ",1\n" + rows[1] + ",FALSE\n" + rows[2] + "\n")
+    with pytest.raises(
+        LandmarkFileError,
+        match=exactly(
+            f"{table}, row 3: point 'bladder_neck' has no position (defined = 0: not placed, or marked missing in "
+            "Slicer); place it or delete it"
+        ),
+    ):
+        read_landmarks_file(context, table)
+
+
+def test_files_with_a_byte_order_mark_are_read_as_without(context, tmp_path):
+    """A valid .fcsv saved with a UTF-8 byte-order mark (Notepad, Excel) was taken by Slicer's reader for a Slicer 3
+    file, its header lines for points ("unknown label(s) \\ufeff# Markups fiducial file version ..."). A .mrk.json with
+    one is read too, and the node keeps the user's file name."""
+    rows = "".join(f"{row},,\n" for row in TWELVE_COLUMN_ROWS)
+    fcsv = tmp_path / "bom14.fcsv"
+    fcsv.write_bytes(("\ufeff" + FCSV_HEADER + f"# columns = {SLICER_COLUMNS}\n" + rows).encode("utf-8"))
+    node, landmarks = read_landmarks_file(context, fcsv)
+    np.testing.assert_allclose(landmarks.ordered(LANDMARK_LABELS), POINTS.points_ras)
+    assert node.GetStorageNode().GetFileName() == str(fcsv)
+    plain = tmp_path / "plain.mrk.json"
+    write_landmarks(context, POINTS, plain, "mr")
+    bom = tmp_path / "bom.mrk.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    node, landmarks = read_landmarks_file(context, bom)
+    np.testing.assert_allclose(landmarks.ordered(LANDMARK_LABELS), POINTS.points_ras)
+    assert node.GetName() == "bom" and node.GetStorageNode().GetFileName() == str(bom)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bom.mrk.json", "bom14.fcsv", "plain.mrk.json"]

@@ -3,19 +3,28 @@ half-written file and never touches the file it would have replaced."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
+import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from LandmarkInitLib.errors import LandmarkFileError
 from LandmarkInitLib.io.output_files import (
+    _fsync,
     atomic_output,
     check_distinct_paths,
     check_folder_writable,
     check_writable,
+    free_bytes,
     full_suffix,
+    temporary_files,
+    write_failure_message,
     write_with_storage_node,
 )
 from mounts import nearly_full_disk, read_only_folder
@@ -317,3 +326,165 @@ def test_outputs_that_are_inputs_or_each_other_are_refused(tmp_path):
         check_distinct_paths({}, {"--output": tmp_path / "in.json", "--report": tmp_path / "link.json"})
     check_distinct_paths(inputs, {"--output": tmp_path / "t.h5", "--report": tmp_path / "r.json"})
     check_distinct_paths(inputs, [("--output", tmp_path / "t.h5"), ("--output", None)])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["signature", "cut in a chunk header", "cut at a chunk boundary", "chunk after IEND", "chunk length over 2**31"],
+)
+def test_damaged_pngs_are_never_renamed_into_place(tmp_path, damage):
+    """Only a PNG that starts with its signature and whose chunks run exactly to the end of IEND is complete."""
+    data = png_bytes()
+    content = {
+        "signature": b"\0" + data[1:],  # the chunks are all there, the file still is no PNG
+        "cut in a chunk header": data[:-10],  # 2 bytes of the 12-byte IEND chunk
+        "cut at a chunk boundary": data[:33],  # signature + IHDR: every chunk there is whole, IEND is missing
+        "chunk after IEND": data + struct.pack(">I4sI", 0, b"tEXt", 0),
+        # a length read as signed (-1) would end this chunk at byte 19, the end of the file
+        "chunk length over 2**31": b"\x89PNG\r\n\x1a\n" + b"\xff\xff\xff\xffIEND" + b"\0\0\0",
+    }[damage]
+    target = tmp_path / "report.png"
+    with pytest.raises(LandmarkFileError, match=exactly(f"writing {target} left an incomplete file")):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(content)
+    assert folder_state(tmp_path) == {}
+
+
+def test_an_itk_writer_failure_is_one_line_naming_the_file(tmp_path):
+    """SimpleITK raises RuntimeError with a source location; the error names the file and ITK's reason only."""
+    import SimpleITK as sitk
+
+    target = tmp_path / "volume.unknownext"
+    with pytest.raises(LandmarkFileError) as error, atomic_output(target) as tmp:
+        sitk.WriteImage(sitk.Image(4, 4, sitk.sitkUInt8), str(tmp))  # no ITK writer for this extension
+    assert str(error.value) == f'writing {target} failed: Unable to determine ImageIO writer for "{tmp}"'
+    assert folder_state(tmp_path) == {}
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """Record what os.fsync flushes (the real os.fsync still runs): (is a folder, inode)."""
+    calls = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        st = os.fstat(fd)
+        calls.append((stat.S_ISDIR(st.st_mode), st.st_ino))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return calls
+
+
+def test_the_file_and_then_its_folder_are_flushed_to_disk(tmp_path, fsynced):
+    """The data before the rename, the folder (holding the rename) after it: both survive a power cut."""
+    with atomic_output(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+        tmp_inode = tmp.stat().st_ino
+    assert fsynced == [(False, tmp_inode), (True, tmp_path.stat().st_ino)]
+    assert (tmp_path / "a.json").stat().st_ino == tmp_inode
+
+
+def test_a_folder_that_cannot_be_flushed_does_not_fail_a_completed_write(tmp_path, monkeypatch):
+    """fsync on a folder fails on some file systems (EINVAL); the rename is done by then, so the write succeeds.
+    (A failing fsync cannot be produced cheaply on a real file system: simulated.)"""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with atomic_output(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+    assert folder_state(tmp_path) == {"a.json": b"{}"}
+
+
+def test_on_windows_folders_are_not_opened_for_fsync_but_files_are(tmp_path, monkeypatch, fsynced):
+    """Windows cannot open a folder (and has no O_DIRECTORY): only the file is flushed there. Windows is simulated
+    by os.name and the missing flag, the rest is the real OS."""
+    (tmp_path / "a.json").write_text("{}")
+    with monkeypatch.context() as windows:
+        windows.setattr(os, "name", "nt")
+        windows.delattr(os, "O_DIRECTORY")
+        _fsync(tmp_path, directory=True)
+        _fsync(tmp_path / "a.json")
+    assert fsynced == [(False, (tmp_path / "a.json").stat().st_ino)]
+    _fsync(tmp_path, directory=True)  # elsewhere a folder is flushed
+    assert fsynced[1:] == [(True, tmp_path.stat().st_ino)]
+
+
+def test_what_native_writers_print_is_passed_on_after_success_and_dropped_after_failure(tmp_path, capfd, monkeypatch):
+    """libpng and HDF5 print their own lines on fd 2 when they fail: held back during the write, passed on whole
+    when it succeeds, dropped when it fails (the failure is one line of ours); stderr is restored either way."""
+    stderr = os.fstat(2)
+    with atomic_output(tmp_path / "a.json") as tmp:
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")
+        assert capfd.readouterr().err == ""  # held back while writing
+        tmp.write_text("{}")
+        # the OS may write less than asked (a pipe, a signal): passing it on goes on until all is written
+        real_write = os.write
+        monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:5])))
+    monkeypatch.undo()
+    assert capfd.readouterr().err == "libpng warning: iCCP: known incorrect sRGB profile\n"
+    assert (os.fstat(2).st_dev, os.fstat(2).st_ino) == (stderr.st_dev, stderr.st_ino)
+    with pytest.raises(RuntimeError, match="write failed"), atomic_output(tmp_path / "b.json"):
+        os.write(2, b"HDF5-DIAG: Error detected in HDF5\n")
+        raise RuntimeError("write failed")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    assert (os.fstat(2).st_dev, os.fstat(2).st_ino) == (stderr.st_dev, stderr.st_ino)
+
+
+def test_temporary_files_finds_exactly_the_temporaries_of_the_named_files(tmp_path):
+    names = ("mr_to_us.h5", "us_landmarks.mrk.json", "notes")
+    leftovers = [".mr_to_us.tmp-0123abcd.h5", ".us_landmarks.tmp-89abcdef.mrk.json", ".notes.tmp-deadbeef"]
+    others = [
+        "mr_to_us.h5",  # the file itself
+        ".mr_to_us.tmp-0123ABCD.h5",  # uuid hex is lower case
+        ".mr_to_us.tmp-0123abc.h5",  # 7 digits
+        ".mr_to_us.h5.tmp-0123abcd.h5",  # the extension is not part of the stem
+        ".mr_to_us.tmp-0123abcd.mrk.json",  # another extension
+        ".report.tmp-0123abcd.json",  # a file not asked about
+        ".notes.tmp-deadbeef.h5",
+    ]
+    for name in leftovers + others:
+        (tmp_path / name).write_text("x")
+    expected = sorted(tmp_path / name for name in leftovers)
+    assert temporary_files(tmp_path, names) == expected
+    assert temporary_files(tmp_path, ["mr_to_us.h5"]) == [tmp_path / ".mr_to_us.tmp-0123abcd.h5"]
+    with atomic_output(tmp_path / "notes", force=True) as tmp:  # a live one, as _atomic_output names it
+        tmp.write_text("x")
+        assert temporary_files(tmp_path, ["notes"]) == sorted([tmp, tmp_path / ".notes.tmp-deadbeef"])
+    assert temporary_files(tmp_path / "missing", names) == []
+    assert temporary_files(tmp_path / "mr_to_us.h5", names) == []  # a file, not a folder
+
+
+def test_a_writer_failing_silently_is_reported_as_a_full_disk_below_one_mib_free(tmp_path):
+    """On a real tmpfs with exactly 1 MiB free the writer's own message stands; with less, the disk is named full."""
+    with nearly_full_disk(tmp_path / "disk", free_kib=1024, size_kib=2048) as disk:
+        assert free_bytes(disk) == 1024 * 1024
+        assert write_failure_message(disk / "report.png", "the writer failed") == "the writer failed"
+        (disk / "more").write_bytes(b"\0" * 4096)
+        assert write_failure_message(disk / "report.png", "the writer failed") == (
+            f"not enough space in {disk}; free some space or choose another output folder"
+        )
+
+
+def test_storage_nodes_write_a_scratch_file_in_a_landmarkinit_folder_of_the_system_temp(context, tmp_path):
+    """Slicer's writer writes in a scratch folder named for LandmarkInit (recognisable if a crash leaves it) in the
+    system's temporary folder, removed after the copy."""
+    import slicer
+
+    node = context.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    storage = slicer.vtkMRMLTransformStorageNode()
+    names = []
+    tag = storage.AddObserver("ModifiedEvent", lambda caller, event: names.append(caller.GetFileName()))
+    write_with_storage_node(context, storage, node, tmp_path / "t.h5")
+    storage.RemoveObserver(tag)
+    scratch = {Path(name) for name in names if name}
+    assert len(scratch) == 1
+    (scratch,) = scratch
+    assert scratch.parent.parent == Path(tempfile.gettempdir()) and scratch.parent.name.startswith("landmarkinit-")
+    assert re.fullmatch(r"\.t\.tmp-[0-9a-f]{8}\.h5", scratch.name) and not scratch.parent.exists()

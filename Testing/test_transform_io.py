@@ -4,6 +4,7 @@ SimpleITK reading the same file; hardening on a copy."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +233,34 @@ def test_hardened_copies_are_named_displayed_and_independent(context, tmp_path, 
     np.testing.assert_allclose(moved.GetPolyData().GetPoint(0), apply_transform(matrix, [1.0, 2.0, 3.0]), atol=1e-9)
     assert model.GetPolyData().GetPoint(0) == (1.0, 2.0, 3.0)
     assert harden_copy(context, model, t, name="g2").GetName() == "g2"
+
+
+def test_a_transform_file_with_an_upper_case_suffix_is_read_through_a_named_temporary_copy(context, tmp_path, rng):
+    """ITK picks its reader by a case-sensitive extension, so T.TFM is read from a copy T.tfm in a temporary folder
+    named landmarkinit-* (recognizable as ours if a crash leaves it behind), removed after the read."""
+    import tempfile
+
+    import vtk
+
+    matrix = mr_to_us(rng)
+    path = save_transform(context, create_transform_node(context.scene, matrix), tmp_path / "T.TFM")
+    read_from = []
+
+    def file_name_set(storage, event):
+        if storage.GetFileName():
+            read_from.append(Path(storage.GetFileName()))
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def added(scene, event, node):
+        if node.IsA("vtkMRMLTransformStorageNode"):
+            node.AddObserver(vtk.vtkCommand.ModifiedEvent, file_name_set)
+
+    tag = context.scene.AddObserver(context.scene.NodeAddedEvent, added)
+    try:
+        loaded = load_transform(context, path)
+    finally:
+        context.scene.RemoveObserver(tag)
+    np.testing.assert_allclose(transform_matrix(loaded), matrix, atol=1e-10)
+    (copy,) = set(read_from)
+    assert copy.name == "T.tfm" and copy.parent.name.startswith("landmarkinit-")
+    assert copy.parent.parent == Path(tempfile.gettempdir()) and not copy.parent.exists()

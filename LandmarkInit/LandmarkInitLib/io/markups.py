@@ -8,8 +8,10 @@ node converts; the library only ever sees RAS.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -171,8 +173,7 @@ def read_landmarks_file(
         _check_fcsv_columns(path)
     else:
         _check_single_markup(path)
-    node_id = context.markups_logic.LoadMarkups(str(path))
-    node = context.scene.GetNodeByID(node_id) if node_id else None
+    node = _load_markups(context, path)
     if node is None:
         fmt = name.split(".", 1)[1]
         raise LandmarkFileError(f"{path} could not be read as Slicer markups (is it a valid .{fmt} file?)")
@@ -188,6 +189,22 @@ def read_landmarks_file(
     if modality is not None:
         style_landmarks_node(node, modality)
     return node, landmarks
+
+
+def _load_markups(context, path: Path):
+    """Slicer's markups reader, given the file without a UTF-8 byte-order mark (Notepad and Excel write one; Slicer
+    then takes a .fcsv for a Slicer 3 file and its header for points). The node keeps the user's file name."""
+    if not path.read_bytes().startswith(codecs.BOM_UTF8):
+        node_id = context.markups_logic.LoadMarkups(str(path))
+        return context.scene.GetNodeByID(node_id) if node_id else None
+    with tempfile.TemporaryDirectory(prefix="landmarkinit-") as folder:
+        copy = Path(folder) / path.name
+        copy.write_bytes(path.read_bytes()[len(codecs.BOM_UTF8) :])
+        node_id = context.markups_logic.LoadMarkups(str(copy))
+    node = context.scene.GetNodeByID(node_id) if node_id else None
+    if node is not None and node.GetStorageNode() is not None:
+        node.GetStorageNode().SetFileName(str(path))
+    return node
 
 
 def _node_name(path: Path) -> str:

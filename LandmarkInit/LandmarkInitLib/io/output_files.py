@@ -167,12 +167,16 @@ def _check_complete(tmp: Path, suffix: str) -> None:
     if suffix.lower() != ".png":
         return
     data = tmp.read_bytes()
-    offset = len(PNG_SIGNATURE) if data.startswith(PNG_SIGNATURE) else len(data) + 1
+    if not data.startswith(PNG_SIGNATURE):
+        raise _IncompleteFile
+    offset = len(PNG_SIGNATURE)
     while offset + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[offset : offset + 8])
         offset += 12 + length
         if kind == b"IEND":
             break
+    else:  # the data ended (at a chunk boundary or inside a chunk header) before the IEND chunk
+        raise _IncompleteFile
     if offset != len(data):
         raise _IncompleteFile
 
@@ -232,8 +236,7 @@ def _atomic_output(path, force: bool = False):
 
             if not str(e).startswith("Exception thrown in SimpleITK"):
                 raise
-            if "No space left on device" in str(e):
-                raise LandmarkFileError(no_space_message(path.parent)) from None
+            # a full disk is recognised by write_failure_message (free space), as for the writers that do not raise
             raise LandmarkFileError(write_failure_message(path, f"writing {path} failed: {itk_reason(e)}")) from None
         except OSError as e:
             if isinstance(e, LandmarkInitError):
