@@ -556,7 +556,18 @@ def row_title_shown(path, row, title):
     return bool(np.array_equal(picture[region], canvas.rgb[region]))
 
 
-def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_path, context):
+def fingerprint(path):
+    """What report.json records of an input volume file, worked out from the file."""
+    import hashlib
+
+    return {
+        "size": path.stat().st_size,
+        "mtime_ns": path.stat().st_mtime_ns,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_path, context, monkeypatch):
     import platform
 
     from LandmarkInitLib import __version__
@@ -585,7 +596,11 @@ def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_
     np.testing.assert_allclose(result.matrix, expected.matrix, atol=1e-9)
     assert result.output_dir == out and result.landmark_matrix is result.matrix
     assert report["software"] == {"landmarkinit": __version__, "python": platform.python_version()}
-    assert report["inputs"]["mr"] == str(case / "mr.nrrd") and report["inputs"]["us"] == str(case / "us.nrrd")
+    assert report["inputs"] == {
+        "mr": str(case / "mr.nrrd"),
+        "us": str(case / "us.nrrd"),
+        "fingerprints": {"mr": fingerprint(case / "mr.nrrd"), "us": fingerprint(case / "us.nrrd")},
+    }
     assert report["convention"] == CONVENTION
     assert report["matrix"] == report["landmark_matrix"] == np.round(result.matrix, 12).tolist()
     assert report["fit"] == {
@@ -633,7 +648,22 @@ def test_run_case_writes_the_result_and_a_complete_report(global_detectors, tmp_
     # the same again is refused; with force it is replaced
     with pytest.raises(LandmarkFileError, match="already holds results"):
         run_sample(out, detectors=global_detectors)
+    # ... and the temporaries a killed run left go, even one that something else (another cleanup) removes just
+    # before run_case does: simulated by removing it first inside os.unlink, which then fails as it would
+    stale = [out / ".report.tmp-0123abcd.json", out / ".mr_to_us.tmp-89abcdef.h5"]
+    for path in stale:
+        path.write_bytes(b"left by a killed run")
+    real_unlink = os.unlink
+
+    def unlink_after_someone_else(path, *args, **kwargs):
+        if Path(path) == stale[0]:
+            real_unlink(path)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink_after_someone_else)
     again = run_sample(out, detectors=global_detectors, force=True, weighting="none")
+    monkeypatch.undo()
+    assert not any(path.exists() for path in stale)
     assert again.report["fit"]["weighting"] == "none" and again.report["fit"]["weights"] == [1.0, 1.0, 1.0]
     assert json.loads((out / "report.json").read_text())["fit"]["weighting"] == "none"
     # a detector's own flags reach the report, marked with the modality (an MR volume given as US; not the same
@@ -675,16 +705,18 @@ def test_run_case_with_refinement_and_figure(global_detectors, tmp_path, context
     assert row_title_shown(out / "report.png", 2, "After landmark fit + MI refinement")
     assert not row_title_shown(out / "report.png", 2, "After landmark fit")
     assert row_title_shown(tmp_path / "plain" / "report.png", 0, "Before: MR as acquired (no transform)")
-    # a forced re-run replaces every file, the landmark transform too; without refinement the figure has two rows
-    again = run_sample(out, detectors=global_detectors, refine=True, force=True, weighting="none")
+    # a forced re-run replaces every file, the landmark transform and the figure too
+    figure_before = (out / "report.png").read_bytes()
+    again = run_sample(out, detectors=global_detectors, refine=True, force=True, weighting="none", figure=True)
     np.testing.assert_allclose(
         transform_matrix(load_transform(context, out / "mr_to_us_landmarks.h5")), again.landmark_matrix, atol=1e-9
     )
     assert not np.allclose(again.landmark_matrix, result.landmark_matrix, atol=1e-6)
-    run_sample(out, detectors=global_detectors, figure=True, force=True)
-    assert png_rows(out / "report.png") == two_rows
-    # ... and the refinement's landmark transform does not stay beside a result that has none
-    assert sorted(p.name for p in out.iterdir()) == sorted(set(RUN_FILES) - {"mr_to_us_landmarks.h5"})
+    assert (out / "report.png").read_bytes() != figure_before  # other matrices, other overlays
+    assert png_rows(out / "report.png") == three_rows
+    # ... and the refinement's landmark transform and the figure do not stay beside a result that has neither
+    run_sample(out, detectors=global_detectors, force=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(RUN_FILES) - {"mr_to_us_landmarks.h5", "report.png"})
 
 
 def test_run_case_defaults_are_the_shipped_thresholds_the_spread_weighting_and_the_figure(global_detectors, tmp_path):
@@ -720,6 +752,27 @@ def test_run_case_names_the_input_that_is_missing(global_detectors, tmp_path):
         run_sample(tmp_path / "a", detectors=global_detectors, mr=missing)
     with pytest.raises(LandmarkFileError, match=exactly(f"US volume {missing} does not exist")):
         run_sample(tmp_path / "b", detectors=global_detectors, us=missing)
+
+
+def test_run_case_never_writes_over_an_input_volume(global_detectors, tmp_path):
+    """An input volume that one of the result files would replace is refused before anything is read or written
+    (with --force too, which allows replacing results, not inputs)."""
+    case = sample_case_dir()
+    out = tmp_path / "out"
+    out.mkdir()
+    for what, name, kwargs in (
+        ("MR volume", "report.png", {"mr": out / "report.png"}),
+        ("US volume", "us_landmarks.mrk.json", {"us": out / "us_landmarks.mrk.json"}),
+    ):
+        shutil.copy(case / f"{what[:2].lower()}.nrrd", out / name)
+        message = (
+            f"--output-dir {out / name} is also the input {what}; inputs are never overwritten: choose another "
+            "--output-dir"
+        )
+        with pytest.raises(LandmarkFileError, match=exactly(message)):
+            run_sample(out, detectors=global_detectors, force=True, **kwargs)
+        assert (out / name).read_bytes() == (case / f"{what[:2].lower()}.nrrd").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["report.png", "us_landmarks.mrk.json"]
 
 
 def run_in_process(capsys, *args):

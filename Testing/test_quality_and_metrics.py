@@ -370,3 +370,25 @@ def test_rates_exact():
         r = rates(rows[:3], [False] * 3, {"fre_mm": 2.0})
     assert np.isnan(r["miss_rate"]) and np.isnan(r["per_feature"]["fre_mm"]["detected_bad"])
     assert r["false_alarm_rate"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/mem is Linux's")
+def test_load_thresholds_refuses_bad_files_exactly(tmp_path):
+    def refused(path, why):
+        message = f"QA thresholds file {path} {why}; give a file written by `landmarkinit evaluate --calibrate-qa`"
+        with pytest.raises(LandmarkFileError, match=exactly(message)):
+            load_thresholds(path)
+
+    # a regular file that cannot be read: /proc/self/mem fails with EIO at offset 0 (root ignores a chmod)
+    refused("/proc/self/mem", "could not be read (Input/output error)")
+    # the JSON error is cut to its first 80 characters: here 85 long, the error being at char 100001
+    path = tmp_path / "qa.json"
+    path.write_bytes(b" " * 100_000 + b"{x")
+    refused(path, "is not JSON (Expecting property name enclosed in double quotes: line 1 column 100002 (char 10)")
+    # valid JSON, but not an object: no "thresholds" to look up (a list has no .get)
+    for content in ("[]", '["thresholds"]', '"thresholds"', "2"):
+        path.write_text(content)
+        refused(path, 'has no "thresholds" object')
+    # several unknown features: sorted, comma-separated
+    path.write_text(json.dumps({"thresholds": {"zeta": 1.0, "fre_mm": 2.0, "alpha": 1.0}}))
+    refused(path, "names unknown feature(s) alpha, zeta (known: " + ", ".join(FEATURES) + ")")
