@@ -11,6 +11,7 @@ from pathlib import Path
 
 from LandmarkInitLib.cli import EXIT_OK, CommandGroup
 from LandmarkInitLib.cli import options as shared
+from LandmarkInitLib.detection.postprocessing import STEPS
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.landmarks import MODALITIES
 from LandmarkInitResearch.training.methods import METHODS
@@ -105,9 +106,7 @@ def cmd_two_stage(args) -> int:
         args.local_cards,
         args.output,
         iterations=args.iterations,
-        mid_gland_weight=args.mid_gland,
-        axis_plane_weight=args.axis_plane,
-        mirror_average=args.mirror_average,
+        postprocessing=args.steps,
         name=args.name,
         force=args.force,
     )
@@ -163,6 +162,21 @@ def cmd_experiment(args) -> int:
     log = run_experiment(experiment, only=args.only, progress=not args.quiet)
     print(f"{experiment.name}: {len(log['steps'])} steps done in {args.work_dir} (log: experiment_log.json)")
     return EXIT_OK
+
+
+def _postprocessing_step(text: str) -> dict:
+    """--step mid_gland:weight=0.5 -> {"step": "mid_gland", "weight": 0.5} (checked when the card is written)."""
+    name, _, params = text.partition(":")
+    step = {"step": name}
+    for item in filter(None, params.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{text!r}: parameters are KEY=VALUE, e.g. mid_gland:weight=0.5")
+        try:
+            step[key] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {key} must be a number, not {value!r}") from None
+    return step
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -318,27 +332,15 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--output", required=True, type=Path, help="two-stage model card to write (.json)")
     p.add_argument("--iterations", type=int, default=2, help="local refinement passes (default 2)")
     p.add_argument(
-        "--mid-gland",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="pull the posterior median W (0-1) of the way to mid-gland height, halfway between the detected apex "
-        "and bladder neck (default 0: off)",
-    )
-    p.add_argument(
-        "--axis-plane",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="then move the posterior median W (0-1) of its distance toward the plane through the detected apex -> "
-        "bladder-neck axis parallel to the volume's sagittal (J-K) direction: shrinks its left-right offset "
-        "(default 0: off)",
-    )
-    p.add_argument(
-        "--mirror-average",
-        action="store_true",
-        help="also detect on the volume's left-right mirror image (first index axis) and average the two answers: "
-        "twice the detection time, exactly mirror-symmetric results",
+        "--step",
+        dest="steps",
+        action="append",
+        default=[],
+        type=_postprocessing_step,
+        metavar="NAME[:PARAM=VALUE,...]",
+        help="a post-processing step, run in the order given (repeat the option): "
+        + ", ".join(name + "".join(f":{k}=W" for k in step.parameters) for name, step in STEPS.items())
+        + " (detection/postprocessing.py; weights 0-1)",
     )
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.set_defaults(func=cmd_two_stage)

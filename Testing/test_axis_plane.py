@@ -69,9 +69,8 @@ def _us_stages(out, axis_plane_weight):
         [c.path for c in shipped.stage_cards("local")],
         out,
         iterations=1,
-        mid_gland_weight=0.75,
-        axis_plane_weight=axis_plane_weight,
-        mirror_average=False,
+        postprocessing=[{"step": "mid_gland", "weight": 0.75}]
+        + ([{"step": "axis_plane", "weight": axis_plane_weight}] if axis_plane_weight else []),
     )
 
 
@@ -94,17 +93,18 @@ def test_runtime_applies_the_step_along_the_volume_first_index_axis(tmp_path):
 
 def test_axis_plane_weight_in_the_card_and_the_command(tmp_path):
     card = load_card(_us_stages(tmp_path / "c.json", 0.2))
-    assert card.axis_plane_weight == 0.2 and "toward the plane through" in card.data["description"]
-    assert "posterior_median_axis_plane" not in json.loads(_us_stages(tmp_path / "d.json", 0.0).read_text())
-    with pytest.raises(ModelCardError, match="axis-plane weight must be between 0 and 1"):
+    assert card.postprocessing[1] == {"step": "axis_plane", "weight": 0.2}
+    assert "toward the plane through" in card.data["description"]
+    with pytest.raises(ModelCardError, match=r"step 2 \(axis_plane\): must be a number between 0 and 1, not 1.5"):
         _us_stages(tmp_path / "e.json", 1.5)
-    bad = json.loads(card.path.read_text()) | {"posterior_median_axis_plane": "half"}
+    bad = json.loads(card.path.read_text())
+    bad["postprocessing"][1]["weight"] = "half"
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(ModelCardError, match="axis-plane weight must be between 0 and 1"):
+    with pytest.raises(ModelCardError, match="must be a number between 0 and 1, not 'half'"):
         load_card(tmp_path / "bad.json")
     models = models_dir()
     out = tmp_path / "cli.json"
     args = ["two-stage", "--global", str(models / "us_landmarks_g2l-global.json")]
-    args += ["--local", str(models / "us_landmarks_g2l-local.json"), "--output", str(out), "--axis-plane", "0.3"]
-    assert main(args) == EXIT_OK
-    assert load_card(out).axis_plane_weight == 0.3
+    args += ["--local", str(models / "us_landmarks_g2l-local.json"), "--output", str(out)]
+    assert main([*args, "--step", "axis_plane:weight=0.3"]) == EXIT_OK
+    assert load_card(out).postprocessing == [{"step": "axis_plane", "weight": 0.3}]

@@ -204,13 +204,13 @@ def test_local_ensemble_and_mid_gland_match_the_stages_run_by_hand(two_stage_car
         [models / "us_dsnt-local.json", models / "us_g2l-local.json"],
         tmp_path / "ensemble.json",
         iterations=1,
-        mid_gland_weight=0.5,
+        postprocessing=[{"step": "mid_gland", "weight": 0.5}],
     )
     doc = load_card(card)
     assert [c.path.resolve() for c in doc.stage_cards("local")] == [
         (models / f"us_{m}.json").resolve() for m in ("dsnt-local", "g2l-local")
     ]
-    assert doc.mid_gland_weight == 0.5 and "ensemble of 2" in doc.data["description"]
+    assert doc.postprocessing == [{"step": "mid_gland", "weight": 0.5}] and "ensemble of 2" in doc.data["description"]
     with pytest.raises(ModelCardError, match="use stage_cards"):
         doc.stage_card("local")
     volume = tiny_dataset / "case_0002" / "us.nrrd"
@@ -230,9 +230,12 @@ def test_local_ensemble_and_mid_gland_match_the_stages_run_by_hand(two_stage_car
     np.testing.assert_allclose(detection.spread_mm, pooled, atol=1e-6)
     with pytest.raises(ModelCardError, match="between 0 and 1"):
         write_two_stage_card(
-            models / "us_g2l-global.json", models / "us_g2l-local.json", tmp_path / "w.json", mid_gland_weight=1.5
+            models / "us_g2l-global.json",
+            models / "us_g2l-local.json",
+            tmp_path / "w.json",
+            postprocessing=[{"step": "mid_gland", "weight": 1.5}],
         )
-    bad = json.loads(card.read_text()) | {"posterior_median_mid_gland": -0.1}
+    bad = json.loads(card.read_text()) | {"postprocessing": [{"step": "mid_gland", "weight": -0.1}]}
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ModelCardError, match="between 0 and 1"):
         load_card(tmp_path / "bad.json")

@@ -118,8 +118,7 @@ def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):
         cards = card.stage_cards("global") + card.stage_cards("local")
         recorded = {(w["card"], w["sha256"]) for w in report["models"][modality]["weights"]}
         assert recorded == {(c.name, f["sha256"]) for c in cards for f in c.data["files"].values()}
-        assert report["models"][modality]["posterior_median_mid_gland"] == card.mid_gland_weight
-        assert report["models"][modality]["mirror_average"] is card.mirror_average
+        assert report["models"][modality]["postprocessing"] == card.postprocessing
     png = sitk.ReadImage(str(out / "report.png"))
     assert png.GetSize()[0] > 300 and png.GetNumberOfComponentsPerPixel() == 3
     assert "MR_to_US" in (out / "report.html").read_text()
@@ -400,9 +399,7 @@ def test_model_info_lists_every_weights_file_of_the_card():
         "name": two_stage["name"],
         "method": two_stage["method"],
         "backend": "torchscript",
-        "posterior_median_mid_gland": two_stage["posterior_median_mid_gland"],
-        "posterior_median_axis_plane": two_stage.get("posterior_median_axis_plane", 0.0),
-        "mirror_average": two_stage["mirror_average"],
+        "postprocessing": two_stage["postprocessing"],
         "weights": [
             {"card": name, "file": f["path"], "sha256": f["sha256"]}
             for name, files in stage_files.items()
@@ -414,10 +411,10 @@ def test_model_info_lists_every_weights_file_of_the_card():
     assert info["weights"] == [
         {"card": single["name"], "file": f["path"], "sha256": f["sha256"]} for f in single["files"].values()
     ]
-    assert (info["name"], info["method"], info["mirror_average"], info["backend"]) == (
+    assert (info["name"], info["method"], info["postprocessing"], info["backend"]) == (
         single["name"],
         single["method"],
-        False,
+        [],
         "onnx",
     )
 

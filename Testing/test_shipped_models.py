@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from LandmarkInitLib.detection.detectors import LandmarkDetector, TwoStageDetector, open_detector
-from LandmarkInitLib.detection.mirror_average import mirror_array, unmirror_points
+from LandmarkInitLib.detection.mirror_average import Reflection
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.io.datasets import open_case
@@ -46,8 +46,13 @@ def test_shipped_models_find_the_sample_case_landmarks(modality):
     if detector.mirror_average:  # the global points reported are the mean over the volume and its mirror image
         image = sitk.ReadImage(str(case.images[modality]))
         array, geometry = sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
-        mirrored = LandmarkDetector(detector.card.stage_card("global")).detect_array(mirror_array(array), geometry)
-        expected = (expected + unmirror_points(mirrored.points_ras, geometry)) / 2
+        grid = detector.card.stage_card("global").grid
+        frame = grid.frame_for(geometry)
+        mirror = Reflection.about_centre(geometry, grid.lateral_direction_ras(frame))
+        mirrored = LandmarkDetector(detector.card.stage_card("global")).detect_array(
+            array, mirror.geometry(geometry), frame
+        )
+        expected = (expected + mirror.points(mirrored.points_ras)) / 2
     np.testing.assert_allclose(expected, detection.global_points_ras, atol=1e-6)
     global_errors = np.linalg.norm(global_only.points_ras - truth, axis=1)
     assert global_errors.max() < 6.0 and global_errors.mean() > errors.mean()  # the refinement helps here

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from LandmarkInitLib.detection.model_card import CARD_SCHEMA, ModelCardError, check_weight, load_card
+from LandmarkInitLib.detection.model_card import CARD_SCHEMA, ModelCardError, load_card
+from LandmarkInitLib.detection.postprocessing import PostprocessingError, check_postprocessing, describe
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 
 
@@ -16,15 +17,13 @@ def write_two_stage_card(
     output,
     *,
     iterations: int = 2,
-    mid_gland_weight: float = 0.0,
-    axis_plane_weight: float = 0.0,
-    mirror_average: bool = False,
+    postprocessing=(),
     name=None,
     force=False,
 ) -> Path:
     """A two-stage card naming a global card and one or more local cards (an ensemble; stored as paths relative
-    to the new card), with the number of refinement passes, the posterior median's mid-gland weight and whether
-    the left-right mirror image is detected on too and averaged."""
+    to the new card), with the number of refinement passes and the post-processing steps, in order
+    (``[{"step": NAME, ...parameters}]``, detection/postprocessing.py)."""
     import os
 
     output = Path(output)
@@ -34,8 +33,10 @@ def write_two_stage_card(
         raise ModelCardError(f"{output} already exists; pass --force to overwrite it")
     if iterations < 1:
         raise ModelCardError("a two-stage detector needs at least one local refinement pass")
-    check_weight(mid_gland_weight, "mid-gland", str(output))
-    check_weight(axis_plane_weight, "axis-plane", str(output))
+    try:
+        postprocessing = check_postprocessing(list(postprocessing), str(output))
+    except PostprocessingError as e:
+        raise ModelCardError(str(e)) from None
     local_cards = [local_cards] if isinstance(local_cards, (str, os.PathLike)) else list(local_cards)
     if not local_cards:
         raise ModelCardError("a two-stage detector needs at least one local card")
@@ -68,29 +69,10 @@ def write_two_stage_card(
             "global": {"card": relative(first)},
             "local": {"cards": [relative(c) for c in locals_], "iterations": int(iterations)},
         },
-        "posterior_median_mid_gland": float(mid_gland_weight),
-        **({"posterior_median_axis_plane": float(axis_plane_weight)} if axis_plane_weight else {}),
-        "mirror_average": bool(mirror_average),
+        "postprocessing": postprocessing,
         "description": "global detector on a coarse whole-volume grid, then local refinement on fine patches "
         f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
-        + (
-            f"; the posterior median is then pulled {mid_gland_weight:g} of the way to mid-gland height "
-            "(halfway between apex and bladder neck)"
-            if mid_gland_weight
-            else ""
-        )
-        + (
-            f"; then moved {axis_plane_weight:g} of its distance toward the plane through the apex -> bladder-neck "
-            "axis parallel to the volume's sagittal (J-K) direction"
-            if axis_plane_weight
-            else ""
-        )
-        + (
-            "; all of this also runs on the volume's left-right (first index axis) mirror image and the two answers "
-            "are averaged"
-            if mirror_average
-            else ""
-        )
+        + (f"; then: {describe(postprocessing)}" if postprocessing else "")
         + "; the stage cards hold grids, normalization, training data and weights checksums",
     }
     output.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from LandmarkInitLib.detection.axis_plane import shrink_posterior_median_to_axis_plane
-from LandmarkInitLib.detection.mid_gland import pull_posterior_median_to_mid_gland
-from LandmarkInitLib.detection.mirror_average import combine_views, mirror_array, unmirror_points
+from LandmarkInitLib.detection.mirror_average import Reflection, combine_views
 from LandmarkInitLib.detection.model_card import ModelCard, ModelCardError, load_card
+from LandmarkInitLib.detection.postprocessing import apply_point_steps, split_at_mirror
 from LandmarkInitLib.detection.preprocess import (
     InvalidVolumeError,
     check_volume,
@@ -39,6 +38,12 @@ FLAG_NOT_ULTRASOUND = (
 )
 FLAG_LOOKS_LIKE_ULTRASOUND = (
     "volume looks like 8-bit ultrasound (0-255 with a zero background): is this a US volume given to the MR model?"
+)
+
+FLAG_NO_ORIENTATION = (
+    "orientation unknown: the volume has 1 mm voxels, an identity direction and origin 0, as a file saved without "
+    "its scanner geometry; the detector took its voxel axes as the patient's left, posterior and superior, which may "
+    "be wrong: load the volume from a file that keeps the geometry (DICOM, NRRD, NIfTI from the scanner)"
 )
 
 
@@ -200,12 +205,18 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         coords, spread = self.network.run(x)
         return coords[0], spread[0]
 
-    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
-        """Detect in a volume given as numpy [k, j, i] with its geometry (RAS)."""
+    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry, frame: np.ndarray | None = None) -> Detection:
+        """Detect in a volume given as numpy [k, j, i] with its geometry (RAS); ``frame``: the model grid's axes
+        (default: the card's choice for this volume, ModelGrid.frame_for)."""
         check_volume(array, f"the {self.card.modality.upper()} volume")
         t0 = time.perf_counter()
         x, grid_geometry = prepare_input(
-            sitk_image(array, geometry), geometry, self.card.grid, self.card.modality, self.card.normalization
+            sitk_image(array, geometry),
+            geometry,
+            self.card.grid,
+            self.card.modality,
+            self.card.normalization,
+            frame=frame,
         )
         t1 = time.perf_counter()
         coords, spread = self.run_network(x)
@@ -228,10 +239,13 @@ class LocalRefiner(StageNetwork):
     def trained_offset_mm(self) -> float:
         return float(self.card.data.get("training", {}).get("max_offset_mm", np.inf))
 
-    def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
-        """(SimpleITK image, its RAS geometry, L x 3 starting points) -> (L x 3 refined RAS points, L spreads)."""
+    def refine(self, image, geometry: VolumeGeometry, points_ras, frame=None) -> tuple[np.ndarray, np.ndarray]:
+        """(SimpleITK image, its RAS geometry, L x 3 starting points) -> (L x 3 refined RAS points, L spreads);
+        ``frame``: the patches' axes (default: the card's choice for this volume)."""
         grid = self.card.grid
-        x, patches = prepare_patches(image, geometry, grid, points_ras, self.card.modality, self.card.normalization)
+        x, patches = prepare_patches(
+            image, geometry, grid, points_ras, self.card.modality, self.card.normalization, frame=frame
+        )
         coords, spread = self.network.run(x)
         refined = np.array([grid.grid_mm_to_ras(g, c[None])[0] for g, c in zip(patches, coords, strict=True)])
         return refined, spread
@@ -256,17 +270,17 @@ class LocalEnsemble:
         """The member card whose QA spread limit applies (the most tolerant one: the pooled spread is larger)."""
         return max(self.members, key=lambda m: m.card.data.get("qa", {}).get("spread_limit_mm", 0.0)).card
 
-    def refine(self, image, geometry: VolumeGeometry, points_ras) -> tuple[np.ndarray, np.ndarray]:
-        answers = [m.refine(image, geometry, points_ras) for m in self.members]
+    def refine(self, image, geometry: VolumeGeometry, points_ras, frame=None) -> tuple[np.ndarray, np.ndarray]:
+        answers = [m.refine(image, geometry, points_ras, frame) for m in self.members]
         return combine_views([p for p, _ in answers], [s for _, s in answers])
 
 
 class TwoStageDetector(VolumeDetector):
     """Global detector, then ``iterations`` passes of local refinement (one model or an ensemble), each
-    re-centred on the last answer; then, if the card says so, the posterior median pulled to mid-gland height and
-    toward the axis plane (the volume's sagittal plane through the gland axis). If the card says
-    ``mirror_average``, all of that also runs on the volume's left-right mirror image and the two answers are
-    averaged (detection/mirror_average.py)."""
+    re-centred on the last answer; then the card's post-processing steps in order (detection/postprocessing.py),
+    the steps before ``mirror_average`` on the volume and on its left-right mirror image, those after it on the
+    average. The model grids' frame (detection/model_grid.py) is chosen once, on the volume, and kept for its
+    mirror image."""
 
     def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
         if card.stage != "two-stage":
@@ -274,39 +288,46 @@ class TwoStageDetector(VolumeDetector):
         self.card = card
         self.global_stage = LandmarkDetector(card.stage_card("global"), backend, threads)
         self.local_stage = LocalEnsemble(card.stage_cards("local"), backend, threads)
+        axes = {m.card.grid.axes for m in (self.global_stage, *self.local_stage.members)}
+        if len(axes) > 1:
+            raise ModelCardError(
+                f"two-stage model card {card.path}: its stages' grids use different axes "
+                f"({', '.join(sorted(str(a) for a in axes))}); all stages must share one frame"
+            )
         self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
-        self.mid_gland_weight = card.mid_gland_weight
-        self.axis_plane_weight = card.axis_plane_weight
-        self.mirror_average = card.mirror_average
+        self.view_steps, self.final_steps, self.mirror_average = split_at_mirror(card.postprocessing)
         self.backend = self.global_stage.backend
 
-    def run_stages(self, array: np.ndarray, geometry: VolumeGeometry):
-        """One view: (global Detection, refined L x 3 RAS points, their spreads, seconds in global, in local)."""
+    def run_stages(self, array: np.ndarray, geometry: VolumeGeometry, frame: np.ndarray):
+        """One view: (global Detection, refined L x 3 RAS points after the per-view steps, their spreads, seconds
+        in global, in local)."""
         t0 = time.perf_counter()
-        coarse = self.global_stage.detect_array(array, geometry)
+        coarse = self.global_stage.detect_array(array, geometry, frame)
         t1 = time.perf_counter()
         image = sitk_image(array, geometry)
         points, spread = coarse.points_ras, coarse.spread_mm
         for _ in range(self.iterations):
-            points, spread = self.local_stage.refine(image, geometry, points)
-        points = pull_posterior_median_to_mid_gland(points, self.mid_gland_weight)
-        points = shrink_posterior_median_to_axis_plane(points, geometry.direction_ras[:, 0], self.axis_plane_weight)
+            points, spread = self.local_stage.refine(image, geometry, points, frame)
+        points = apply_point_steps(self.view_steps, points, self.global_stage.card.grid.lateral_direction_ras(frame))
         return coarse, points, spread, t1 - t0, time.perf_counter() - t1
 
     def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
-        coarse, points, spread, t_global, t_local = self.run_stages(array, geometry)
+        grid = self.global_stage.card.grid
+        frame = grid.frame_for(geometry)
+        coarse, points, spread, t_global, t_local = self.run_stages(array, geometry, frame)
         if self.mirror_average:
-            coarse_m, points_m, spread_m, tg, tl = self.run_stages(mirror_array(array), geometry)
-            points, spread = combine_views([points, unmirror_points(points_m, geometry)], [spread, spread_m])
+            mirror = Reflection.about_centre(geometry, grid.lateral_direction_ras(frame))
+            coarse_m, points_m, spread_m, tg, tl = self.run_stages(array, mirror.geometry(geometry), frame)
+            points, spread = combine_views([points, mirror.points(points_m)], [spread, spread_m])
             coarse = self.global_stage.detection(
                 *combine_views(
-                    [coarse.points_ras, unmirror_points(coarse_m.points_ras, geometry)],
-                    [coarse.spread_mm, coarse_m.spread_mm],
+                    [coarse.points_ras, mirror.points(coarse_m.points_ras)], [coarse.spread_mm, coarse_m.spread_mm]
                 ),
                 {},
             )
             coarse.flags = quality_flags(self.global_stage.card, array, geometry, coarse)
             t_global, t_local = t_global + tg, t_local + tl
+        points = apply_point_steps(self.final_steps, points, grid.lateral_direction_ras(frame))
         coarse_points, coarse_flags = coarse.points_ras, coarse.flags
         detection = self.detection(points, spread, {"global": t_global, "local": t_local, "total": t_global + t_local})
         detection.global_points_ras = coarse_points
@@ -346,9 +367,21 @@ def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, 
             flags.append(f"{label}: heatmap spread {s:.1f} mm exceeds {limit:.1f} mm (low confidence)")
         if not inside:
             flags.append(f"{label}: detected outside the volume")
+    if card.grid.axes is not None and lacks_geometry(geometry):
+        flags.append(FLAG_NO_ORIENTATION)
     if modality_mismatch(array, card.modality):
         flags.append(FLAG_NOT_ULTRASOUND if card.modality == "us" else FLAG_LOOKS_LIKE_ULTRASOUND)
     return flags
+
+
+def lacks_geometry(geometry: VolumeGeometry) -> bool:
+    """True for a volume whose geometry is the writers' default (1 mm voxels, identity LPS direction, origin 0):
+    its orientation in the patient cannot be known."""
+    return (
+        np.all(geometry.spacing == 1.0)
+        and np.all(geometry.origin_ras == 0.0)
+        and np.array_equal(geometry.direction_ras, np.diag([-1.0, -1.0, 1.0]))
+    )
 
 
 def modality_mismatch(array: np.ndarray, modality: str) -> str | None:

@@ -5,31 +5,54 @@ prostate as the original, so a detector should be mirror-equivariant; trained ne
 the answer on the volume with the (mapped back) answer on its mirror image makes the detector exactly
 equivariant and cancels the left-right asymmetric part of its errors (measured in docs/history.md).
 
-Which axis is left-right: the volume's first index axis I. The networks see volumes in their own index axes
-(detection/model_grid.py), and in both modalities I is the patient's (MR, axial series) or the probe's (TRUS,
-lateral) left-right axis, so the mirror is taken in index space: the mirrored array keeps the geometry, and its
-voxel (i, j, k) holds the original's voxel (n_I - 1 - i, j, k). A point found at continuous index i in the
-mirror image is at index n_I - 1 - i in the original (voxel centres at integer indices).
+The mirror image is a reflection of the volume's *geometry*, not of its voxels: the plane through the centre of the
+volume's extent whose normal is the model grid's lateral axis (ModelGrid.lateral_direction_ras: the patient's
+left-right in a patient-frame grid, the volume's first index axis otherwise). The voxel array is shared, the
+reflected geometry has a left-handed direction matrix (SimpleITK resamples it like any other), and the model grid
+keeps the original volume's frame, so the network sees the original grid mirrored along its I axis. A point found
+in the reflected volume is reflected back by the same map (its own inverse).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from LandmarkInitLib.geometry import VolumeGeometry
 
 
-def mirror_array(array: np.ndarray) -> np.ndarray:
-    """The numpy volume [k, j, i] mirrored along I (a new contiguous array; the input is not touched)."""
-    return np.ascontiguousarray(np.asarray(array)[:, :, ::-1])
+@dataclass(frozen=True)
+class Reflection:
+    """The reflection through the plane containing ``point_ras`` with unit normal ``normal_ras`` (RAS mm)."""
 
+    normal_ras: np.ndarray
+    point_ras: np.ndarray
 
-def unmirror_points(points_ras, geometry: VolumeGeometry) -> np.ndarray:
-    """RAS points found in the I-mirror of a volume with this geometry -> the same anatomical points in the
-    original volume. The map is its own inverse."""
-    ijk = np.atleast_2d(geometry.ras_to_ijk_points(points_ras))
-    ijk[:, 0] = (geometry.size_ijk[0] - 1) - ijk[:, 0]
-    return geometry.ijk_to_ras_points(ijk)
+    @classmethod
+    def about_centre(cls, geometry: VolumeGeometry, normal_ras) -> Reflection:
+        """The reflection through the centre of ``geometry``'s extent, normal ``normal_ras``."""
+        normal = np.asarray(normal_ras, dtype=float)
+        centre = geometry.ijk_to_ras_points((np.asarray(geometry.size_ijk, dtype=float) - 1.0) / 2.0)
+        return cls(normal / np.linalg.norm(normal), centre)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return np.eye(3) - 2.0 * np.outer(self.normal_ras, self.normal_ras)
+
+    def points(self, points_ras) -> np.ndarray:
+        """N x 3 RAS points (or one) reflected."""
+        p = np.asarray(points_ras, dtype=float)
+        return (p - self.point_ras) @ self.matrix.T + self.point_ras
+
+    def geometry(self, geometry: VolumeGeometry) -> VolumeGeometry:
+        """The mirror image's geometry: every voxel of the same array placed at its reflected position."""
+        return VolumeGeometry(
+            geometry.size_ijk,
+            geometry.spacing.copy(),
+            self.points(geometry.origin_ras),
+            self.matrix @ geometry.direction_ras,
+        )
 
 
 def combine_views(points, spreads) -> tuple[np.ndarray, np.ndarray]:

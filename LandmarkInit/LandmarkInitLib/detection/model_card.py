@@ -7,10 +7,8 @@ file is opened.
 A card is one of three stages: "global" (whole volume -> landmarks), "local" (patches around current estimates ->
 refined landmarks) or "two-stage", which names a global card and one or more local cards (paths relative to
 itself) and holds no weights of its own. Several local cards form an ensemble: each refines from the same
-starting points and their answers are averaged. A two-stage card may also set ``posterior_median_mid_gland``
-(0..1, detection/mid_gland.py), applied after the last refinement pass, then ``posterior_median_axis_plane``
-(0..1, detection/axis_plane.py), and ``mirror_average`` (true: also detect on the volume's left-right mirror image
-and average, detection/mirror_average.py).
+starting points and their answers are averaged. A two-stage card may also list ``postprocessing`` steps, run in
+order after the last refinement pass (detection/postprocessing.py holds the registry of named steps).
 """
 
 from __future__ import annotations
@@ -21,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from LandmarkInitLib.detection.model_grid import ModelGrid
+from LandmarkInitLib.detection.postprocessing import MIRROR_AVERAGE, PostprocessingError, check_postprocessing
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 
 CARD_SCHEMA = "landmarkinit-model-card/1"
 STAGES = ("global", "local", "two-stage")
 REQUIRED_KEYS = ("modality", "landmarks", "input_grid", "intensity_normalization", "files")
+# Settings of cards made before the post-processing list (refused with a pointer to the list).
+LEGACY_STEP_KEYS = ("posterior_median_mid_gland", "posterior_median_axis_plane", "mirror_average")
 
 
 class ModelCardError(LandmarkInitError, ValueError):
@@ -71,21 +72,14 @@ class ModelCard:
         return self.data.get("stage", "global")
 
     @property
-    def mid_gland_weight(self) -> float:
-        """How far a two-stage card pulls the posterior median to mid-gland height (0 = not at all, and for other
-        cards)."""
-        return float(self.data.get("posterior_median_mid_gland", 0.0))
-
-    @property
-    def axis_plane_weight(self) -> float:
-        """How far a two-stage card moves the posterior median toward the axis plane (detection/axis_plane.py;
-        0 = not at all, and for other cards)."""
-        return float(self.data.get("posterior_median_axis_plane", 0.0))
+    def postprocessing(self) -> list[dict]:
+        """A two-stage card's post-processing steps, in order (detection/postprocessing.py; [] for other cards)."""
+        return check_postprocessing(self.data.get("postprocessing", []), f"model card {self.path}")
 
     @property
     def mirror_average(self) -> bool:
-        """Whether a two-stage card also detects on the left-right mirror image and averages (False otherwise)."""
-        return bool(self.data.get("mirror_average", False))
+        """Whether the card's post-processing includes the mirror view (False for stage cards)."""
+        return any(step["step"] == MIRROR_AVERAGE for step in self.postprocessing)
 
     def stage_cards(self, stage: str) -> list[ModelCard]:
         """The cards of one stage of a two-stage card (the global card, or every local card of the ensemble),
@@ -153,12 +147,22 @@ def load_card(path) -> ModelCard:
             raise ModelCardError(f"two-stage model card {path} names no global card")
         if not ("card" in stages.get("local", {}) or stages.get("local", {}).get("cards")):
             raise ModelCardError(f"two-stage model card {path} names no local card")
-        for key, what in (("posterior_median_mid_gland", "mid-gland"), ("posterior_median_axis_plane", "axis-plane")):
-            check_weight(data.get(key, 0.0), what, f"two-stage model card {path}")
-        if not isinstance(data.get("mirror_average", False), bool):
+        legacy = [key for key in LEGACY_STEP_KEYS if key in data]
+        if legacy:
             raise ModelCardError(
-                f"two-stage model card {path}: mirror_average must be true or false, not {data['mirror_average']!r}"
+                f"two-stage model card {path} sets {', '.join(legacy)}, which this version of LandmarkInit reads only "
+                'as an ordered "postprocessing" list, e.g. [{"step": "mid_gland", "weight": 1.0}, '
+                '{"step": "mirror_average"}]; rewrite the card (docs/models.md)'
             )
+        try:
+            check_postprocessing(data.get("postprocessing", []), f"two-stage model card {path}")
+        except PostprocessingError as e:
+            raise ModelCardError(str(e)) from None
+    if stage != "two-stage":
+        try:
+            ModelGrid.from_dict(data["input_grid"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelCardError(f"model card {path}: its input_grid cannot be used ({e})") from None
     if tuple(data["landmarks"]) != LANDMARK_LABELS:
         raise ModelCardError(
             f"model card {path} lists landmarks {data['landmarks']}; this version of LandmarkInit needs exactly "
@@ -167,9 +171,3 @@ def load_card(path) -> ModelCard:
     if data["modality"] not in ("mr", "us"):
         raise ModelCardError(f"model card {path}: unknown modality {data['modality']!r}")
     return ModelCard(path, data)
-
-
-def check_weight(weight, what: str, where: str) -> None:
-    """A posterior-median step's weight (``what``: mid-gland, axis-plane) must be a number in 0..1."""
-    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ModelCardError(f"{where}: the posterior median's {what} weight must be between 0 and 1, not {weight}")

@@ -1,9 +1,15 @@
 """The model input grid and the coordinate convention of the network outputs, defined once.
 
-Model grid: ``shape_ijk`` voxels of isotropic ``spacing_mm``, whose index axes are the input volume's own index
-axes (the volume's IJK-to-RAS direction columns, not permuted), centred on the centre of the volume's extent
-(global detectors) or on a RAS point (local refinement patches, ``geometry_centred_at``).
-Networks therefore see a volume as it was acquired (MR: axial series; US: probe-aligned axes).
+Model grid: ``shape_ijk`` voxels of isotropic ``spacing_mm``, centred on the centre of the volume's extent (global
+detectors) or on a RAS point (local refinement patches, ``geometry_centred_at``). Its axes ("frame", 3x3, columns
+the RAS directions of grid I, J, K) are either
+- the patient's axes, when the card's grid names them (``"axes": "LPS"``: grid I points to the patient's left, J
+  posterior, K superior): the network then sees the same anatomy however the volume is stored (any voxel axis order
+  or flip, axial, sagittal, coronal or oblique series of the same physical image); or
+- the volume's own index axes (the volume's IJK-to-RAS direction columns, not permuted) when the card names none:
+  the network sees the volume as it was stored (cards made before the patient frame).
+The frame is chosen once per volume (:meth:`ModelGrid.frame_for`) and passed on, so that the detectors' mirror
+view (a reflected geometry, detection/mirror_average.py) keeps the original volume's frame.
 
 Network coordinates ("grid mm"): (x, y, z) along the grid's (I, J, K) axes, in millimetres, relative to the
 grid centre. Voxel centre k of an axis with n voxels sits at ``(k - (n - 1) / 2) * spacing_mm``.
@@ -19,11 +25,43 @@ import numpy as np
 
 from LandmarkInitLib.geometry import VolumeGeometry
 
+# RAS direction of each patient-axis letter of a grid's "axes" code.
+PATIENT_DIRECTIONS = {
+    "R": (1.0, 0.0, 0.0),
+    "L": (-1.0, 0.0, 0.0),
+    "A": (0.0, 1.0, 0.0),
+    "P": (0.0, -1.0, 0.0),
+    "S": (0.0, 0.0, 1.0),
+    "I": (0.0, 0.0, -1.0),
+}
+
+
+def patient_frame(axes: str) -> np.ndarray:
+    """The 3x3 frame (columns: RAS directions of grid I, J, K) of an axes code such as "LPS" or "RAS"; ValueError
+    unless it names each of the patient's three axes once."""
+    code = str(axes).upper()
+    if len(code) != 3 or any(c not in PATIENT_DIRECTIONS for c in code):
+        raise ValueError(f"grid axes {axes!r}: expected three letters from R/L, A/P, S/I such as 'LPS'")
+    frame = np.array([PATIENT_DIRECTIONS[c] for c in code]).T
+    if abs(np.linalg.det(frame)) != 1.0:
+        raise ValueError(f"grid axes {axes!r} name a patient axis twice: each of R/L, A/P, S/I must appear once")
+    return frame
+
 
 @dataclass(frozen=True)
 class ModelGrid:
     shape_ijk: tuple[int, int, int]
     spacing_mm: float
+    axes: str | None = None  # patient axes code ("LPS"), or None: the volume's index axes
+
+    def frame_for(self, volume: VolumeGeometry) -> np.ndarray:
+        """The grid's axes on ``volume`` (3x3, columns RAS directions of grid I, J, K)."""
+        return volume.direction_ras.copy() if self.axes is None else patient_frame(self.axes)
+
+    def lateral_direction_ras(self, frame: np.ndarray) -> np.ndarray:
+        """The left-right direction the detectors' mirror view and axis plane use: the grid's I axis (the
+        patient's left-right in a patient frame; the volume's first index axis otherwise)."""
+        return np.asarray(frame, dtype=float)[:, 0].copy()
 
     @property
     def array_shape(self) -> tuple[int, int, int]:
@@ -35,16 +73,22 @@ class ModelGrid:
         n = self.shape_ijk[axis]
         return (np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * self.spacing_mm
 
-    def geometry_for(self, volume: VolumeGeometry, pose: np.ndarray | None = None) -> VolumeGeometry:
-        """The grid placed on ``volume``: its axes, centred on its extent. ``pose`` (4x4, optional) moves the
-        grid rigidly about its own centre, in grid-mm coordinates (training augmentation)."""
+    def geometry_for(
+        self, volume: VolumeGeometry, pose: np.ndarray | None = None, frame: np.ndarray | None = None
+    ) -> VolumeGeometry:
+        """The grid placed on ``volume``: centred on its extent, axes ``frame`` (default :meth:`frame_for`).
+        ``pose`` (4x4, optional) moves the grid rigidly about its own centre, in grid-mm coordinates (training
+        augmentation)."""
         centre_ijk = (np.asarray(volume.size_ijk, dtype=float) - 1.0) / 2.0
-        return self.geometry_centred_at(volume, volume.ijk_to_ras_points(centre_ijk), pose)
+        return self.geometry_centred_at(volume, volume.ijk_to_ras_points(centre_ijk), pose, frame)
 
-    def geometry_centred_at(self, volume: VolumeGeometry, centre_ras, pose: np.ndarray | None = None) -> VolumeGeometry:
-        """The grid with ``volume``'s axes, its centre voxel position at ``centre_ras`` (moved by ``pose``)."""
+    def geometry_centred_at(
+        self, volume: VolumeGeometry, centre_ras, pose: np.ndarray | None = None, frame: np.ndarray | None = None
+    ) -> VolumeGeometry:
+        """The grid with axes ``frame`` (default :meth:`frame_for`), its centre voxel at ``centre_ras`` (moved by
+        ``pose``)."""
         centre = np.asarray(centre_ras, dtype=float).reshape(3)
-        direction = volume.direction_ras.copy()
+        direction = self.frame_for(volume) if frame is None else np.array(frame, dtype=float)
         if pose is not None:
             centre = centre + direction @ pose[:3, 3]
             direction = direction @ pose[:3, :3]
@@ -71,10 +115,16 @@ class ModelGrid:
         return (first + (stride - 1) / 2.0 - (n - 1) / 2.0) * self.spacing_mm
 
     def to_dict(self) -> dict:
+        orientation = (
+            "volume index axes (IJK-to-RAS direction columns, not permuted)"
+            if self.axes is None
+            else f"patient axes: grid I, J, K point to {', '.join(self.axes)} (R/L, A/P, S/I), whatever the storage"
+        )
         return {
             "shape_ijk": list(self.shape_ijk),
             "spacing_mm": self.spacing_mm,
-            "orientation": "volume index axes (IJK-to-RAS direction columns, not permuted)",
+            **({} if self.axes is None else {"axes": self.axes}),
+            "orientation": orientation,
             "centre": "centre of the volume extent",
             "interpolation": "linear",
             "padding_value": 0.0,
@@ -83,4 +133,8 @@ class ModelGrid:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelGrid:
-        return cls(tuple(int(v) for v in d["shape_ijk"]), float(d["spacing_mm"]))
+        axes = d.get("axes")
+        if axes is not None:
+            patient_frame(axes)  # refuse a bad code when the card is read
+            axes = str(axes).upper()
+        return cls(tuple(int(v) for v in d["shape_ijk"]), float(d["spacing_mm"]), axes)

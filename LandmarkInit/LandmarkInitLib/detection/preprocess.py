@@ -73,9 +73,11 @@ def prepare_input(
     modality: str,
     normalization: dict | None = None,
     pose: np.ndarray | None = None,
+    frame: np.ndarray | None = None,
 ):
-    """Volume (SimpleITK image) -> (network input [1, 1, D, H, W] float32, grid geometry)."""
-    grid_geometry = grid.geometry_for(volume_geometry, pose)
+    """Volume (SimpleITK image) -> (network input [1, 1, D, H, W] float32, grid geometry). ``frame``: the grid's
+    axes (default: the grid's own choice for this volume, ModelGrid.frame_for)."""
+    grid_geometry = grid.geometry_for(volume_geometry, pose, frame)
     array = normalize(resample_to_grid(image, grid_geometry), modality, normalization)
     return array[None, None], grid_geometry
 
@@ -88,13 +90,15 @@ def prepare_patches(
     modality: str,
     normalization: dict | None = None,
     poses=None,
+    frame: np.ndarray | None = None,
 ):
     """One patch per RAS centre (N x 3) -> (network input [N, 1, D, H, W] float32, list of N patch geometries).
-    Patches reaching beyond the volume are padded with 0 before normalization (landmarks near a border)."""
+    Patches reaching beyond the volume are padded with 0 before normalization (landmarks near a border).
+    ``frame``: the patches' axes, as for :func:`prepare_input`."""
     centres = np.asarray(centres_ras, dtype=float).reshape(-1, 3)
     arrays, geometries = [], []
     for n, centre in enumerate(centres):
-        geometry = grid.geometry_centred_at(volume_geometry, centre, None if poses is None else poses[n])
+        geometry = grid.geometry_centred_at(volume_geometry, centre, None if poses is None else poses[n], frame)
         arrays.append(normalize(resample_to_grid(image, geometry), modality, normalization))
         geometries.append(geometry)
     return np.stack(arrays)[:, None], geometries

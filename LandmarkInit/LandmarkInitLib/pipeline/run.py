@@ -70,9 +70,7 @@ def _model_info(detector) -> dict:
         "name": card.name,
         "method": card.data.get("method"),
         "backend": detector.backend,
-        "posterior_median_mid_gland": card.mid_gland_weight,
-        "posterior_median_axis_plane": card.axis_plane_weight,
-        "mirror_average": card.mirror_average,
+        "postprocessing": card.postprocessing,
         "weights": [
             {"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()
         ],
