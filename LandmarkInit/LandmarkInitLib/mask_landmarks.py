@@ -76,19 +76,24 @@ def _select_label(array: np.ndarray, label, name: str) -> tuple[np.ndarray, int]
         raise MaskError(f"{name} has voxels of type {array.dtype}: it is not a label map; give a gland segmentation")
     present = np.unique(values[values != 0]).astype(np.int64)
     listed = ", ".join(str(v) for v in present[:10]) + (f", ... ({len(present)} in all)" if len(present) > 10 else "")
+    if len(present) == 0:
+        raise MaskError(f"{name} is empty (no non-zero voxel); give the gland segmentation, or check the file")
     if label is None:
-        if len(present) == 0:
-            raise MaskError(f"{name} is empty (no non-zero voxel); give the gland segmentation, or check the file")
+        if len(present) > MANY_LABELS:
+            raise MaskError(
+                f"{name} holds {len(present)} different non-zero values: it looks like an image, not a segmentation; "
+                "give the gland segmentation (a label map)"
+            )
         if len(present) > 1:
-            hint = "; is it an image rather than a segmentation?" if len(present) > MANY_LABELS else ""
-            raise MaskError(f"{name} holds several labels ({listed}){hint}; say which one is the gland with --label N")
+            raise MaskError(f"{name} holds several labels ({listed}); say which one is the gland with --label N")
         return values != 0, int(present[0])
     label = int(label)
     if label == 0:
         raise MaskError("label 0 is the background; give the gland's label (a non-zero value)")
     if label not in present:
-        held = f"it holds label(s) {listed}" if len(present) else "it is empty (no non-zero voxel)"
-        raise MaskError(f"{name} has no voxel labelled {label}: {held}; give one of these with --label N")
+        raise MaskError(
+            f"{name} has no voxel labelled {label}: it holds label(s) {listed}; give one of these with --label N"
+        )
     return values == label, label
 
 
@@ -142,7 +147,7 @@ def derive_mask_landmarks(array_kji, geometry: VolumeGeometry, label=None, name:
     ras = geometry.ijk_to_ras_points(idx[:, ::-1].astype(float))
     s = ras[:, 2]
     low, high = float(s.min()), float(s.max())
-    if high - low <= 2.0 * BAND_S_MM:
+    if high - low <= 2.0 * BAND_S_MM + TOLERANCE_MM:
         raise MaskError(
             f"{name}: the gland is only {high - low:.1f} mm tall in S (the patient's superior axis), too little to "
             f"tell apex from bladder neck (more than {2.0 * BAND_S_MM:g} mm needed); segment it on every slice it "
