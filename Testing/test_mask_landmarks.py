@@ -95,6 +95,19 @@ def test_bands_hold_every_voxel_within_1_6_mm_in_s():
     np.testing.assert_allclose(lm[1], [4, 4, 14.4], atol=1e-9)  # slices 13.6, 14.4, 15.2
 
 
+def test_mid_height_is_between_the_apex_and_bladder_neck_landmarks():
+    """0.5 mm slices; a single voxel at the bottom (S 0) pulls the apex band's centroid up to S 75/76; the bladder
+    neck is at S 19.25. Mid-height 10.118: its band (8.518..11.718) leaves out the slice S 8.5 and the posterior
+    bump there (it would be in with the mid of the extremes, 10)."""
+    g = VolumeGeometry((9, 9, 44), np.array([1.0, 1.0, 0.5]), np.zeros(3), np.eye(3))
+    a = np.zeros(g.array_shape, np.uint8)
+    a[0, 4, 4] = 1
+    a[1:41, 2:7, 2:7] = 1  # S 0.5 .. 20, R and A 2..6
+    a[17, 1, 4] = 1  # S 8.5, A 1
+    lm = points(landmarks_from_mask(a, g))
+    np.testing.assert_allclose(lm, [[4, 4, 75 / 76], [4, 4, 19.25], [4, 2, 10.25]], atol=1e-9)
+
+
 def test_the_r_band_keeps_posterior_bumps_off_the_midline_out():
     """Posterior bumps at R = +-4.5..5 (outside the 2 mm band around the mean R 0) reach A = -6.3: without the band
     the posterior median would be there; with it, it stays at the midline's most posterior A = -3.5."""
@@ -103,6 +116,8 @@ def test_the_r_band_keeps_posterior_bumps_off_the_midline_out():
     a[3:7, 15:20, 29:31] = 1  # R -4.5, -5
     lm = points(landmarks_from_mask(a, AXIAL))
     np.testing.assert_allclose(lm[2], [0, -3.5, 1.5], atol=1e-9)
+    a[4, 16, [16, 24]] = 1  # R 2 and -2 (exactly 2 mm from the mean R: in), A -4.2, S 0
+    np.testing.assert_allclose(points(landmarks_from_mask(a, AXIAL))[2], [0, -4.2, 0], atol=1e-9)
 
 
 def test_posterior_median_is_the_centroid_of_the_most_posterior_voxels_only():
