@@ -17,7 +17,16 @@ from LandmarkInitLib.detection.detectors import BACKEND_CHOICES
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
 CLINICAL = ["run", "register", "detect", "landmarks-from-mask", "app"]
-RESEARCH = ["phantom", "train", "export", "two-stage", "evaluate-detectors", "evaluate", "experiment"]
+RESEARCH = [
+    "phantom",
+    "train",
+    "export",
+    "two-stage",
+    "evaluate-detectors",
+    "evaluate",
+    "evaluate-mask-landmarks",
+    "experiment",
+]
 
 
 def subcommands():

@@ -377,3 +377,24 @@ def test_command_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, caps
         f"landmarkinit landmarks-from-mask: error: --output {inside} is also the input --mask; inputs are never "
         "overwritten: choose another --output"
     )
+
+
+def test_phantom_comparison_reports_the_distances_of_each_case(tmp_path, capsys):
+    """`evaluate-mask-landmarks` on the shipped sample case: one case, so mean = median = max = the distance of the
+    mask-derived landmark from the phantom's."""
+    from pathlib import Path
+
+    from LandmarkInitLib.io.datasets import read_mrk_json
+
+    sample = Path(__file__).resolve().parents[1] / "Resources" / "SampleData" / "phantom" / "case_0000"
+    out = tmp_path / "mask-landmarks.md"
+    assert main(["evaluate-mask-landmarks", "--data", str(sample), "--output", str(out), "--quiet"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "Synthetic data" in text and "## US, patient frame" in text
+    derived = landmarks_from_mask_file(sample / "mr_gland.nrrd").ordered(LANDMARK_LABELS)
+    d = np.linalg.norm(derived - read_mrk_json(sample / "mr_landmarks.mrk.json").ordered(LANDMARK_LABELS), axis=1)
+    mr = text.split("## MR")[1].split("##")[0]
+    for name, distance in zip(("Apex", "Bladder neck", "Posterior median"), d, strict=True):
+        assert f"| {name} | {distance:.2f} | {distance:.2f} | {distance:.2f} |" in mr
+    assert main(["evaluate-mask-landmarks", "--data", str(sample), "--output", str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
