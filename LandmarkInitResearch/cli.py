@@ -1,7 +1,8 @@
 """Research ``landmarkinit`` commands: ``phantom`` (synthetic data), ``train`` / ``export`` / ``two-stage`` (building
-detectors), ``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4) and ``experiment`` (a recorded recipe of
-those steps). Registered with the ``landmarkinit`` command through the ``landmarkinit.commands`` entry point
-(pyproject.toml); torch and MONAI are imported only by the commands that need them."""
+detectors), ``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4), ``evaluate-mask-landmarks`` (mask-derived
+vs phantom landmarks) and ``experiment`` (a recorded recipe of those steps). Registered with the ``landmarkinit``
+command through the ``landmarkinit.commands`` entry point (pyproject.toml); torch and MONAI are imported only by the
+commands that need them."""
 
 from __future__ import annotations
 
@@ -147,6 +148,19 @@ def cmd_evaluate(args) -> int:
     report = write_report(
         rows, args.output_dir, description=args.description or "", qa_thresholds=thresholds, qa_source=source
     )
+    print(report.read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def cmd_evaluate_mask_landmarks(args) -> int:
+    from LandmarkInitLib.io.output_files import check_writable
+    from LandmarkInitResearch.evaluation.mask_landmarks_vs_phantom import evaluate, write_report
+
+    if args.output.suffix.lower() != ".md":
+        raise LandmarkInitError(f"{args.output}: the report is markdown; give a .md name")
+    check_writable(args.output, args.force)
+    results = evaluate(args.data, progress=not args.quiet)
+    report = write_report(results, args.output, str(args.data), args.description or "", force=args.force)
     print(report.read_text(encoding="utf-8"))
     return EXIT_OK
 
@@ -371,6 +385,19 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--qa-thresholds", type=Path, metavar="JSON", help="QA thresholds to assess (default: shipped)")
     p.add_argument("--description", help="data description for the report")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command(
+        "evaluate-mask-landmarks",
+        "landmarks derived from the gland masks vs the phantom's own landmarks",
+        "Derive the landmarks from every case's MR and US gland mask (landmarkinit landmarks-from-mask's definition) "
+        "and write their distance to the dataset's own landmarks per landmark (mean, median, max; MR, US in the "
+        "file frame and US in the patient frame) as a markdown table.",
+        [shared.force(), shared.quiet()],
+    )
+    p.add_argument("--data", required=True, type=Path, help="dataset folder (phantom layout)")
+    p.add_argument("--output", required=True, type=Path, metavar="FILE.md", help="markdown report to write")
+    p.add_argument("--description", help="data description for the report")
+    p.set_defaults(func=cmd_evaluate_mask_landmarks)
 
     p = command(
         "experiment",

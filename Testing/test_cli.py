@@ -16,8 +16,17 @@ from LandmarkInitLib.cli.options import positive_int
 from LandmarkInitLib.detection.detectors import BACKEND_CHOICES
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
-CLINICAL = ["run", "register", "detect", "app"]
-RESEARCH = ["phantom", "train", "export", "two-stage", "evaluate-detectors", "evaluate", "experiment"]
+CLINICAL = ["run", "register", "detect", "landmarks-from-mask", "app"]
+RESEARCH = [
+    "phantom",
+    "train",
+    "export",
+    "two-stage",
+    "evaluate-detectors",
+    "evaluate",
+    "evaluate-mask-landmarks",
+    "experiment",
+]
 
 
 def subcommands():

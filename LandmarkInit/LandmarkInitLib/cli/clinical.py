@@ -1,6 +1,7 @@
 """Clinical ``landmarkinit`` commands: ``register`` (landmarks you already have -> transform), ``detect`` (one
-volume -> landmarks), ``run`` (MR + US -> landmarks, transform, quality check, report; one pair or many) and
-``app`` (the browser app). Thin: each collects its inputs and calls the library."""
+volume -> landmarks), ``run`` (MR + US -> landmarks, transform, quality check, report; one pair or many),
+``landmarks-from-mask`` (a gland segmentation -> landmarks) and ``app`` (the browser app). Thin: each collects its
+inputs and calls the library."""
 
 from __future__ import annotations
 
@@ -119,6 +120,35 @@ def cmd_detect(args) -> int:
     for flag in detection.flags:
         print(f"warning: {flag}", file=sys.stderr)
     print(f"wrote {args.output} and {sidecar.name} ({detection.backend}, {detection.seconds['total']:.2f} s)")
+    return EXIT_OK
+
+
+def cmd_landmarks_from_mask(args) -> int:
+    from LandmarkInitLib.io.markups import write_landmarks
+    from LandmarkInitLib.io.output_files import check_distinct_paths, check_writable
+    from LandmarkInitLib.io.scene import create_context
+    from LandmarkInitLib.mask_landmarks import read_mask_landmarks
+
+    if not str(args.output).lower().endswith(".mrk.json"):
+        raise LandmarkInitError(f"{args.output}: write the landmarks as Slicer markups, a .mrk.json name")
+    check_distinct_paths({"--mask": args.mask}, {"--output": args.output})
+    check_writable(args.output, args.force)
+    result = read_mask_landmarks(args.mask, args.label)
+    write_landmarks(create_context(), result.landmarks, args.output, args.modality, force=args.force)
+    for label, p in zip(result.landmarks.labels, result.landmarks.points_ras.round(2) + 0.0, strict=True):  # no -0.00
+        print(f"{label:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}")
+    if result.ignored_voxels:
+        print(
+            f"note: {result.pieces - 1} stray piece(s) of the mask ({result.ignored_voxels} voxels) were ignored; "
+            f"the landmarks are those of the gland's piece ({result.voxels} voxels)",
+            file=sys.stderr,
+        )
+    if result.nearest_slice:
+        print(
+            "note: no voxel lies within 1.6 mm of mid-gland height: the posterior median is on the nearest slice",
+            file=sys.stderr,
+        )
+    print(f"wrote {args.output}")
     return EXIT_OK
 
 
@@ -307,6 +337,28 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--model", type=Path, help="model card JSON (default: the shipped model of the modality)")
     p.add_argument("--output", required=True, type=Path, help="landmarks file to write (.mrk.json)")
     p.set_defaults(func=cmd_detect)
+
+    p = command(
+        "landmarks-from-mask",
+        "derive the three landmarks from a gland segmentation",
+        "Derive apex, bladder neck and posterior median from a gland segmentation (label map: NRRD, NIfTI, "
+        "MetaImage or a DICOM folder), with a fixed definition on the voxel centres in RAS (S: the patient's "
+        "superior axis): apex and bladder neck are the centroids of the voxels within 1.6 mm (in S) of the lowest "
+        "and the highest one; the posterior median is the most posterior voxel within 1.6 mm of mid-height and "
+        "2 mm (in R) of the mid-gland section's mean R. Empty, fragmented or multi-label masks (without --label) "
+        "are refused. Writes Slicer markups (.mrk.json).",
+        [shared.force()],
+    )
+    p.add_argument("--mask", required=True, type=Path, metavar="FILE_OR_DICOM_DIR", help="gland segmentation")
+    p.add_argument("--output", required=True, type=Path, help="landmarks file to write (.mrk.json)")
+    p.add_argument("--label", type=int, metavar="N", help="the gland's label in a multi-label map")
+    p.add_argument(
+        "--modality",
+        choices=MODALITIES,
+        default="mr",
+        help="modality of the segmented volume, for the points' colour in Slicer (default mr)",
+    )
+    p.set_defaults(func=cmd_landmarks_from_mask)
 
     p = command(
         "app",

@@ -74,9 +74,10 @@ def check_volume_path(path, what: str = "volume") -> Path:
     return path
 
 
-def read_image(path, what: str = "volume"):
+def read_image(path, what: str = "volume", *, constant_ok: bool = False):
     """Read a 3-D scalar volume: a file (NRRD, NIfTI, MetaImage, ...) or a folder holding one DICOM series.
-    ``what`` ("MR", "US" or "volume") names it in messages. Raises LandmarkFileError saying what is wrong."""
+    ``what`` ("MR", "US" or "volume") names it in messages. Raises LandmarkFileError saying what is wrong.
+    ``constant_ok``: accept a constant volume (a mask, whose caller says what an empty one means)."""
     import SimpleITK as sitk
 
     path = check_volume_path(path, what)
@@ -94,6 +95,8 @@ def read_image(path, what: str = "volume"):
                 raise LandmarkFileError(f"{label} {path} is incomplete: {incomplete}; copy the file again")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise LandmarkFileError(f"{label} {path} is not a 3-D scalar image")
+    if constant_ok:
+        return image
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
     if stats.GetMinimum() == stats.GetMaximum():
