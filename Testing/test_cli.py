@@ -17,7 +17,17 @@ from LandmarkInitLib.detection.detectors import BACKEND_CHOICES
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
 CLINICAL = ["run", "register", "detect", "app"]
-RESEARCH = ["phantom", "train", "export", "two-stage", "evaluate-detectors", "evaluate", "experiment"]
+RESEARCH = [
+    "phantom",
+    "train",
+    "export",
+    "two-stage",
+    "evaluate-detectors",
+    "evaluate",
+    "evaluate-robustness",
+    "evaluate-real-mr",
+    "experiment",
+]
 
 
 def subcommands():
