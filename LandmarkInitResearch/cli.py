@@ -126,6 +126,29 @@ def cmd_evaluate_detectors(args) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate_robustness(args) -> int:
+    from LandmarkInitResearch.evaluation.robustness import evaluate_robustness, write_report
+
+    results = evaluate_robustness(
+        args.models, args.data, n_cases=args.cases, progress=not args.quiet, backend=args.backend, threads=args.threads
+    )
+    report = write_report(results, args.output_dir, data_description=args.description or "")
+    print(report.read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def cmd_evaluate_real_mr(args) -> int:
+    from LandmarkInitResearch.evaluation.real_mr import evaluate_real_mr, load_split, write_report
+
+    split = load_split(args.split)
+    results = evaluate_real_mr(
+        args.models, args.data, split, progress=not args.quiet, backend=args.backend, threads=args.threads
+    )
+    report = write_report(results, args.output_dir, split=split)
+    print(report.read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
 def cmd_evaluate(args) -> int:
     from LandmarkInitLib.pipeline.quality import load_thresholds
     from LandmarkInitResearch.evaluation.initialization_accuracy import calibrate_qa, evaluate, write_report
@@ -370,6 +393,44 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--data", required=True, type=Path, help="held-out dataset folder")
     p.add_argument("--description", help="a line describing the data, put in the report")
     p.set_defaults(func=cmd_evaluate_detectors)
+
+    p = command(
+        "evaluate-robustness",
+        "detectors on phantom cases re-acquired in other axis orders, orientations and resolutions",
+        "Re-acquire held-out phantom cases as other scanners and converters store them (every voxel axis order and "
+        "flip of the same physical image, an oblique reslice; MR: axial, sagittal and coronal series at 0.55 x 0.55 "
+        "x 3 mm; US: 0.3 and 1.0 mm spacing), run each model card on each variant and write report.md and "
+        "results.json to OUTPUT_DIR: mean error against the ground truth and the largest displacement from the "
+        "native detection, per variant, side by side per card.",
+        [shared.output_dir(), shared.runtime(), shared.quiet()],
+    )
+    p.add_argument("--models", required=True, nargs="+", type=Path, help="model cards to evaluate (MR and/or US)")
+    p.add_argument("--data", required=True, type=Path, help="held-out dataset folder (phantom layout)")
+    p.add_argument("--cases", type=shared.positive_int, metavar="N", help="only the first N cases (default: all)")
+    p.add_argument("--description", help="a line describing the data, put in the report")
+    p.set_defaults(func=cmd_evaluate_robustness)
+
+    p = command(
+        "evaluate-real-mr",
+        "MR detectors on real T2 MR (PROMISE12) against landmarks derived from the expert gland masks",
+        "Run MR model cards on the real T2 volumes of a PROMISE12-like folder (<case>/t2.nii.gz, <case>/gland.nii.gz) "
+        "and compare with the landmarks derived from each gland mask (the landmarks-from-mask definition): errors "
+        "per landmark in mm (nominal geometry) and in %% of the case's apex-to-bladder-neck distance, %% within 5 "
+        "and 10 mm, and how many landmarks more than 10 mm off were flagged; the held-out test cases and the "
+        "cross-validation pool of --split reported apart. Writes report.md and results.json (errors only, no "
+        "coordinates) to OUTPUT_DIR.",
+        [shared.output_dir(), shared.runtime(), shared.quiet()],
+    )
+    p.add_argument("--models", required=True, nargs="+", type=Path, help="MR model cards to evaluate")
+    p.add_argument("--data", required=True, type=Path, help="folder of real cases (<case>/t2.nii.gz, gland.nii.gz)")
+    p.add_argument(
+        "--split",
+        type=Path,
+        metavar="FILE",
+        help="JSON naming the held_out_test cases and the cross_validation folds (default: "
+        "LandmarkInitResearch/evaluation/real_mr_split.json)",
+    )
+    p.set_defaults(func=cmd_evaluate_real_mr)
 
     p = command(
         "evaluate",

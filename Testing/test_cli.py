@@ -23,6 +23,8 @@ RESEARCH = [
     "export",
     "two-stage",
     "evaluate-detectors",
+    "evaluate-robustness",
+    "evaluate-real-mr",
     "evaluate",
     "evaluate-mask-landmarks",
     "experiment",
