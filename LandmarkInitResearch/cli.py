@@ -107,7 +107,7 @@ def cmd_two_stage(args) -> int:
         args.local_cards,
         args.output,
         iterations=args.iterations,
-        postprocessing=args.steps,
+        postprocessing=_two_stage_steps(args),
         name=args.name,
         force=args.force,
     )
@@ -199,6 +199,21 @@ def cmd_experiment(args) -> int:
     log = run_experiment(experiment, only=args.only, progress=not args.quiet)
     print(f"{experiment.name}: {len(log['steps'])} steps done in {args.work_dir} (log: experiment_log.json)")
     return EXIT_OK
+
+
+def _two_stage_steps(args) -> list[dict]:
+    """--step options in order, or the release-0.1 options as the steps they stood for (in their fixed order)."""
+    legacy = [
+        *([{"step": "mid_gland", "weight": args.mid_gland}] if args.mid_gland else []),
+        *([{"step": "axis_plane", "weight": args.axis_plane}] if args.axis_plane else []),
+        *([{"step": "mirror_average"}] if args.mirror_average else []),
+    ]
+    if legacy and args.steps:
+        raise LandmarkInitError(
+            "give the post-processing either as --step options (in order) or with --mid-gland / --axis-plane / "
+            "--mirror-average, not both"
+        )
+    return legacy or args.steps
 
 
 def _postprocessing_step(text: str) -> dict:
@@ -379,6 +394,10 @@ def add_commands(sub) -> list[tuple[str, str]]:
         + ", ".join(name + "".join(f":{k}=W" for k in step.parameters) for name, step in STEPS.items())
         + " (detection/postprocessing.py; weights 0-1)",
     )
+    legacy = "; the same as --step in the fixed order mid_gland, axis_plane, mirror_average (release 0.1)"
+    p.add_argument("--mid-gland", type=float, default=0.0, metavar="W", help="--step mid_gland:weight=W" + legacy)
+    p.add_argument("--axis-plane", type=float, default=0.0, metavar="W", help="--step axis_plane:weight=W" + legacy)
+    p.add_argument("--mirror-average", action="store_true", help="--step mirror_average" + legacy)
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.set_defaults(func=cmd_two_stage)
 

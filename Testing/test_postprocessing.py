@@ -80,3 +80,18 @@ def test_registry_split_and_description():
     text = describe(steps)
     assert text.index("mid-gland") < text.index("mirror image") < text.index("toward the plane")
     assert set(STEPS) == {"mid_gland", "axis_plane", "mirror_average"}
+
+
+def test_release_0_1_options_stand_for_the_steps_in_their_fixed_order(tmp_path):
+    from LandmarkInitLib.cli import EXIT_BAD_INPUT, EXIT_OK, main
+
+    shipped = load_card(default_model_card("us"))
+    args = ["two-stage", "--global", str(shipped.stage_card("global").path)]
+    args += ["--local", str(shipped.stage_cards("local")[0].path), "--output", str(tmp_path / "c.json")]
+    assert main([*args, "--mirror-average", "--axis-plane", "0.2", "--mid-gland", "0.5"]) == EXIT_OK
+    assert load_card(tmp_path / "c.json").postprocessing == [
+        {"step": "mid_gland", "weight": 0.5},
+        {"step": "axis_plane", "weight": 0.2},
+        {"step": "mirror_average"},
+    ]
+    assert main([*args, "--force", "--mid-gland", "0.5", "--step", "mirror_average"]) == EXIT_BAD_INPUT
