@@ -101,6 +101,9 @@ class NetworkSession:
             # A detector alternates several sessions with resampling; threads that spin after a run would take the
             # cores from the next stage (measured: two-stage US 345 -> 258 ms with spinning off).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # Without an arena each session frees its buffers after a run instead of holding its largest run's
+            # (a pair's detectors hold 5 sessions): peak memory of detecting both volumes 397 -> 260 MB, same speed.
+            options.enable_cpu_mem_arena = False
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
         else:
