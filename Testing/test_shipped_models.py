@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LandmarkInitLib.detection.detectors import LandmarkDetector, TwoStageDetector, open_detector
-from LandmarkInitLib.detection.mirror_average import Reflection
+from LandmarkInitLib.detection import detectors
+from LandmarkInitLib.detection.detectors import (
+    BACKENDS,
+    LandmarkDetector,
+    LocalEnsemble,
+    TwoStageDetector,
+    open_detector,
+)
+from LandmarkInitLib.detection.mirror_average import Reflection, combine_views
 from LandmarkInitLib.detection.model_card import load_card
+from LandmarkInitLib.detection.preprocess import prepare_patches
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.io.datasets import open_case
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
@@ -56,3 +64,39 @@ def test_shipped_models_find_the_sample_case_landmarks(modality):
     np.testing.assert_allclose(expected, detection.global_points_ras, atol=1e-6)
     global_errors = np.linalg.norm(global_only.points_ras - truth, axis=1)
     assert global_errors.max() < 6.0 and global_errors.mean() > errors.mean()  # the refinement helps here
+
+
+@pytest.mark.parametrize("modality", ["mr", "us"])
+def test_shipped_onnx_and_torchscript_backends_give_the_same_points(modality):
+    """The ONNX files are exported with another convolution layout than the TorchScript files (training/export.py,
+    fold_depth); both must still be the same model: the same points on the sample case to 1e-3 mm."""
+    pytest.importorskip("torch")
+    path = sample_case_dir() / f"{modality}.nrrd"
+    onnx, torchscript = (open_detector(default_model_card(modality), b).detect_file(path) for b in BACKENDS)
+    assert (onnx.backend, torchscript.backend) == BACKENDS
+    np.testing.assert_allclose(onnx.points_ras, torchscript.points_ras, atol=1e-3)
+    np.testing.assert_allclose(onnx.global_points_ras, torchscript.global_points_ras, atol=1e-3)
+    np.testing.assert_allclose(onnx.spread_mm, torchscript.spread_mm, atol=1e-3)
+
+
+def test_ensemble_members_on_one_grid_resample_the_patches_once(monkeypatch):
+    """The shipped US ensemble's members read patches on the same grid: the resampling is done once per pass."""
+    card = load_card(default_model_card("us"))
+    ensemble = LocalEnsemble(card.stage_cards("local"))
+    assert len(ensemble.members) == 2 and len({m.patch_key for m in ensemble.members}) == 1
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[3])
+        return prepare_patches(*args, **kwargs)
+
+    monkeypatch.setattr(detectors, "prepare_patches", counted)
+    image = sitk.ReadImage(str(sample_case_dir() / "us.nrrd"), sitk.sitkFloat32)
+    geometry = VolumeGeometry.from_sitk_image(image)
+    start = open_case(sample_case_dir()).landmarks("us").ordered(LANDMARK_LABELS)
+    points, spread = ensemble.refine(image, geometry, start)
+    assert len(calls) == 1
+    separate = [m.refine(image, geometry, start) for m in ensemble.members]
+    expected = combine_views([p for p, _ in separate], [s for _, s in separate])
+    np.testing.assert_array_equal(points, expected[0])
+    np.testing.assert_array_equal(spread, expected[1])

@@ -57,6 +57,11 @@ def run(what, *options, mr="mr.nrrd", us="us.nrrd", output="out/run", usage=Fals
     return BadInput("run", what, ("run", *pair, "--output-dir", f"{{W}}/{output}", *options), usage=usage)
 
 
+def from_mask(what, mask, *options, output="out/m.mrk.json"):
+    argv = ("landmarks-from-mask", "--mask", f"{{W}}/{mask}", "--output", f"{{W}}/{output}")
+    return BadInput("landmarks-from-mask", what, (*argv, *options))
+
+
 def batch(what, cases, *options, usage=False):
     return run(what, "--cases", f"{{W}}/{cases}", "--quiet", *options, mr=None, output="out/batch", usage=usage)
 
@@ -91,6 +96,11 @@ CATALOGUE = (
     detect("a volume of constant intensity", "constant.nrrd"),
     detect("an output name other than `.mrk.json`", "mr.nrrd", output="out/d.json"),
     detect("`--threads 0`", "mr.nrrd", "--threads", "0", usage=True),
+    from_mask("an empty mask", "empty_mask.nrrd"),
+    from_mask("a mask in two separate pieces", "two_pieces.nrrd"),
+    from_mask("a mask holding two labels, without `--label`", "two_labels.nrrd"),
+    from_mask("`--label` naming a label the mask does not hold", "two_labels.nrrd", "--label", "5"),
+    from_mask("an image given as the mask", "mr.nrrd"),
     run("the same file as MR and US", us="mr.nrrd"),
     run("an input that does not exist", mr="nothing.nrrd"),
     run("a folder without DICOM files as a volume", mr="empty_folder"),
@@ -123,6 +133,15 @@ def make_workspace(w: Path) -> None:
     constant = sitk.Image(40, 40, 20, sitk.sitkInt16) + 100
     constant.SetSpacing((1.0, 1.0, 2.0))
     sitk.WriteImage(constant, str(w / "constant.nrrd"))
+
+    masks = np.zeros((20, 30, 30), dtype=np.uint8)  # [k, j, i]
+    sitk.WriteImage(sitk.GetImageFromArray(masks), str(w / "empty_mask.nrrd"))
+    masks[2:8, 5:15, 5:15] = 1
+    masks[12:18, 5:15, 5:15] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(masks), str(w / "two_pieces.nrrd"))
+    masks[8:12, 5:15, 5:15] = 1
+    masks[2:18, 18:25, 5:15] = 3
+    sitk.WriteImage(sitk.GetImageFromArray(masks), str(w / "two_labels.nrrd"))
 
     markups = json.loads((LANDMARKS / "mr_landmarks.mrk.json").read_text())
     points = markups["markups"][0]["controlPoints"]

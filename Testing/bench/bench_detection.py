@@ -1,5 +1,8 @@
 """Detection time per volume (resample + inference + decode) and peak memory, per backend, each backend in its
-own process so that peak RSS is its own. Prints one JSON line."""
+own process so that peak RSS is its own. Prints one JSON line.
+
+``--backend compare``: ONNX and TorchScript on the same card in one process, interleaved run by run, so that both
+see the same machine load (a shared machine's load moves more than the difference); medians and their ratio."""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("card")
     parser.add_argument("volume")
-    parser.add_argument("--backend", choices=("onnx", "torchscript", "eager"), required=True)
+    parser.add_argument("--backend", choices=("onnx", "torchscript", "eager", "compare"), required=True)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -52,6 +55,8 @@ def main():
     from LandmarkInitLib.detection.detectors import open_detector
 
     image = sitk.ReadImage(args.volume)
+    if args.backend == "compare":
+        return compare(args.card, image, args.repeats, args.threads)
     before = status_mb("VmRSS")
     if args.backend == "eager":
         import torch
@@ -76,6 +81,32 @@ def main():
                 "n": len(times),
                 "peak_rss_mb": peak,
                 "rss_before_model_mb": before,
+            }
+        )
+    )
+
+
+def compare(card, image, repeats: int, threads: int) -> None:
+    from LandmarkInitLib.detection.detectors import open_detector
+
+    detectors = {b: open_detector(card, b, threads=threads) for b in ("onnx", "torchscript")}
+    for detector in detectors.values():
+        for _ in range(3):  # warm-up (TorchScript's profiling executor optimizes after its first runs)
+            detector.detect_image(image)
+    times = {b: [] for b in detectors}
+    for _ in range(repeats):
+        for backend, detector in detectors.items():
+            t0 = time.perf_counter()
+            detector.detect_image(image)
+            times[backend].append(time.perf_counter() - t0)
+    medians = {b: statistics.median(t) for b, t in times.items()}
+    print(
+        json.dumps(
+            {
+                "n": repeats,
+                "onnx_median_s": medians["onnx"],
+                "torchscript_median_s": medians["torchscript"],
+                "torchscript_over_onnx": medians["torchscript"] / medians["onnx"],
             }
         )
     )

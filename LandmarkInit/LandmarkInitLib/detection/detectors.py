@@ -99,8 +99,16 @@ class NetworkSession:
             import onnxruntime as ort
 
             options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # incl. NCHWc 2-D convs
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             if threads:
                 options.intra_op_num_threads = threads
+            # A detector alternates several sessions with resampling; threads that spin after a run would take the
+            # cores from the next stage (measured: two-stage US 345 -> 258 ms with spinning off).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # Without an arena each session frees its buffers after a run instead of holding its largest run's
+            # (a pair's detectors hold 5 sessions): peak memory of detecting both volumes 397 -> 260 MB, same speed.
+            options.enable_cpu_mem_arena = False
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
         else:
@@ -242,11 +250,21 @@ class LocalRefiner(StageNetwork):
     def refine(self, image, geometry: VolumeGeometry, points_ras, frame=None) -> tuple[np.ndarray, np.ndarray]:
         """(SimpleITK image, its RAS geometry, L x 3 starting points) -> (L x 3 refined RAS points, L spreads);
         ``frame``: the patches' axes (default: the card's choice for this volume)."""
-        grid = self.card.grid
-        x, patches = prepare_patches(
-            image, geometry, grid, points_ras, self.card.modality, self.card.normalization, frame=frame
-        )
+        return self.refine_patches(*self.patches(image, geometry, points_ras, frame))
+
+    @property
+    def patch_key(self):
+        """Refiners with equal keys read the same patches from the same starting points."""
+        return self.card.grid, self.card.modality, repr(self.card.normalization)
+
+    def patches(self, image, geometry: VolumeGeometry, points_ras, frame=None):
+        """(network input [L, 1, D, H, W], L patch geometries) around the starting points."""
+        card = self.card
+        return prepare_patches(image, geometry, card.grid, points_ras, card.modality, card.normalization, frame=frame)
+
+    def refine_patches(self, x: np.ndarray, patches) -> tuple[np.ndarray, np.ndarray]:
         coords, spread = self.network.run(x)
+        grid = self.card.grid
         refined = np.array([grid.grid_mm_to_ras(g, c[None])[0] for g, c in zip(patches, coords, strict=True)])
         return refined, spread
 
@@ -271,7 +289,11 @@ class LocalEnsemble:
         return max(self.members, key=lambda m: m.card.data.get("qa", {}).get("spread_limit_mm", 0.0)).card
 
     def refine(self, image, geometry: VolumeGeometry, points_ras, frame=None) -> tuple[np.ndarray, np.ndarray]:
-        answers = [m.refine(image, geometry, points_ras, frame) for m in self.members]
+        patches = {}  # members on the same grid share the resampling
+        for m in self.members:
+            if m.patch_key not in patches:
+                patches[m.patch_key] = m.patches(image, geometry, points_ras, frame)
+        answers = [m.refine_patches(*patches[m.patch_key]) for m in self.members]
         return combine_views([p for p, _ in answers], [s for _, s in answers])
 
 
