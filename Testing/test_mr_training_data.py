@@ -139,3 +139,11 @@ def test_training_on_real_folds_records_them_in_config_and_card(promise12_like, 
     assert training["real_mr"]["train_cases"] == ["caseB"] and training["real_mr"]["validation_cases"] == ["caseC"]
     assert load_card(tmp_path / "mr_g.json").data["input_grid"]["axes"] == "LPS"
     assert f"--domain-randomization --real-mr {data} --real-mr-folds 0 --real-mr-val-folds 1" in training["command"]
+
+
+def test_the_step_selection_fold_is_a_cross_validation_fold_of_the_committed_split():
+    from LandmarkInitResearch.evaluation.real_mr import DEFAULT_SPLIT
+
+    split = load_split()
+    fold = load_split(DEFAULT_SPLIT.with_name("real_mr_split_fold4.json"))
+    assert fold["held_out_test"] == [] and fold["cross_validation"] == [split["cross_validation"][4]]
