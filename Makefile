@@ -59,6 +59,21 @@ results: setup
 	$(VENV)/bin/landmarkinit evaluate --data $(TEST_DATA) --output-dir docs/results/registration --workers 2 --quiet \
 	    --description "$(TEST_DATA_TEXT) Shipped detectors and QA thresholds (docs/models.md)."
 
+# The shipped detectors, rebuilt from scratch: every LandmarkInitResearch/experiments/*_detector.json (data, training,
+# export, two-stage card, old-vs-new evaluation) runs in build/<name> (docs/research.md). They fine-tune the networks of
+# commit $(MODELS_BASE), extracted to build/<name>/base (the cards record their checksums). The MR experiment also reads
+# the real PROMISE12 cases from $(PROMISE12) (never committed); the finished models are copied by hand to Resources/Models.
+MODELS_BASE := 7c4e1de
+PROMISE12 ?= /work/shared/data/promise12
+.PHONY: models
+models: setup
+	for f in LandmarkInitResearch/experiments/*_detector.json; do \
+	    w=build/$$(basename $$f .json); mkdir -p $$w/base || exit 1; \
+	    git archive $(MODELS_BASE) Resources/Models | tar -x -C $$w/base || exit 1; \
+	    $(VENV)/bin/landmarkinit experiment $$f --work-dir $$w \
+	        $$(grep -q '"promise12"' $$f && echo --set promise12=$(PROMISE12)) || exit 1; \
+	done
+
 lint: setup
 	$(VENV)/bin/ruff check LandmarkInit LandmarkInitResearch Testing tools
 

@@ -83,6 +83,12 @@ def cmd_train(args) -> int:
         threads=args.threads,
         grid_shape=args.grid_shape,
         grid_spacing_mm=args.grid_spacing,
+        domain_randomization=args.domain_randomization,
+        real_mr=str(args.real_mr) if args.real_mr else None,
+        real_mr_folds=args.real_mr_folds,
+        real_mr_val_folds=args.real_mr_val_folds,
+        real_mr_split=str(args.real_mr_split) if args.real_mr_split else None,
+        real_mr_repeat=args.real_mr_repeat,
     )
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: best validation MRE {result['best_val_mre_mm']:.2f} mm")
@@ -350,6 +356,27 @@ def add_commands(sub) -> list[tuple[str, str]]:
         help="fine-tune: start from the weights of another run (its best.pt), a checkpoint, or an exported model "
         "card (.json, e.g. a shipped stage: its TorchScript file), with a fresh optimizer and schedule; the network "
         "(method, grid, channels) must be the same",
+    )
+    p.add_argument(
+        "--domain-randomization",
+        action="store_true",
+        help="MR: randomize acquisition and contrast widely (resolution, bias, intensity curves, noise, blur, field "
+        "of view, bit depth) instead of the mild intensity augmentation",
+    )
+    p.add_argument(
+        "--real-mr",
+        type=Path,
+        metavar="DIR",
+        help="also train on real T2 MR: a PROMISE12-layout folder (<case>/t2.nii.gz, gland.nii.gz; landmarks derived "
+        "from the gland mask); only cross-validation folds of the split are read, held-out test cases are refused",
+    )
+    p.add_argument("--real-mr-folds", type=int, nargs="+", default=[], metavar="F", help="folds to train on (0-4)")
+    p.add_argument(
+        "--real-mr-val-folds", type=int, nargs="+", default=[], metavar="F", help="folds added to validation"
+    )
+    p.add_argument("--real-mr-split", type=Path, help="split file (default: the committed real_mr_split.json)")
+    p.add_argument(
+        "--real-mr-repeat", type=int, default=1, metavar="N", help="use each real training case N times per epoch"
     )
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.set_defaults(func=cmd_train)

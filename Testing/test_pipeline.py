@@ -78,7 +78,8 @@ def test_the_demo_explains_why_the_sample_case_is_flagged(sample_run):
     text = "\n".join(lines)
     published = json.loads(tool.TEST_RESULTS.read_text())["qa"]  # the rates docs/results publish
     flagged = [name for name in FEATURES if any(f.startswith(FEATURES[name][1]) for f in result.quality.flags)]
-    assert flagged  # the shipped sample case is flagged: each flag is marked and explained
+    # each flag is marked and explained (the sample case was flagged with the phantom-only MR detector shipped before;
+    # with the detector trained on real MR too (issue 22) it is not)
     for name in FEATURES:
         n = round(published["per_feature"][name]["false_alarm_rate"] * published["cases"])
         row = next(line for line in lines if line.startswith(f"  {name} "))
@@ -90,7 +91,9 @@ def test_the_demo_explains_why_the_sample_case_is_flagged(sample_run):
     case = open_case(sample_case_dir())
     mr, us = (case.landmarks(m).ordered(LANDMARK_LABELS) for m in ("mr", "us"))
     tre = np.linalg.norm(apply_transform(result.landmark_matrix, mr) - us, axis=1).mean()
-    assert f"landmark error {tre:.2f} mm" in text and "The flags are false alarms here:" in text
+    assert f"landmark error {tre:.2f} mm" in text
+    assert ("The flags are false alarms here:" in text) == bool(flagged)
+    assert ("No QA feature is flagged." in text) == (not flagged)
 
 
 def test_run_writes_every_file_and_slicer_reads_them(sample_run, context):

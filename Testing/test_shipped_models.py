@@ -29,7 +29,12 @@ def test_shipped_default_is_a_two_stage_detector_with_intact_stages(modality):
     card = load_card(default_model_card(modality))
     assert card.stage == "two-stage" and card.modality == modality and card.landmarks == LANDMARK_LABELS
     for stage_card in card.stage_cards("global") + card.stage_cards("local"):
-        assert stage_card.data["training"]["data"].startswith("SYNTHETIC")
+        training = stage_card.data["training"]
+        if "real_mr" in training:  # the card says plainly that it was trained on patient images (data terms)
+            assert training["data"].startswith("REAL patient images (PROMISE12") and "SYNTHETIC" in training["data"]
+            assert "--real-mr " in training["command"] and training["real_mr"]["train_cases"]
+        else:
+            assert training["data"].startswith("SYNTHETIC")
         assert "landmarkinit train" in stage_card.data["training"]["command"]
         for backend in ("onnx", "torchscript"):
             stage_card.verified_weights(backend)  # sha256 matches

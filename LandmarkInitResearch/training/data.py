@@ -6,6 +6,14 @@ the landmarks never need resampling: their grid-mm targets follow from the moved
 augmentation uses MONAI transforms on the normalized input. Each sample's randomness depends only on
 (seed, epoch, index), whatever the number of processes.
 
+MR domain randomization (``domain_randomization=True``, :class:`MRDomainRandomization`) replaces the mild
+intensity augmentation with acquisitions and contrasts far wider than the phantom's and the real cases': simulated
+clinical resolution (slices 1-6 mm along a random patient axis, in-plane 0.3-1.0 mm), bias field, random intensity
+transfer curves (incl. inverted contrast), gamma, Rician noise, blur, field-of-view crops (incl. partial gland
+coverage) and 8- to 16-bit storage, then the inference normalization again. It acts on the resampled grid, whose
+axes are the patient's (up to the pose rotation), so "along a patient axis" is along a grid axis. Per-tissue random
+intensities (SynthSeg) would need tissue label maps, which the phantom does not write: not done.
+
 Samples are (input, grid-mm targets of all landmarks, channel): channel is -1 for whole-volume detectors, and for
 local refinement the landmark the patch was centred near (the only output trained on that sample).
 """
@@ -62,12 +70,18 @@ class LandmarkDataset(torch.utils.data.Dataset):
         seed: int = 0,
         max_rotation_deg: float = 8.0,
         max_shift_mm: float = 6.0,
+        domain_randomization: bool = False,
     ):
         self.volumes, self.grid, self.modality = volumes, grid, modality
         self.augment, self.seed = augment, seed
         self.max_rotation_deg, self.max_shift_mm = max_rotation_deg, max_shift_mm
         self.epoch = 0
-        self._intensity = _intensity_augmentation() if augment else None
+        if not augment:
+            self._intensity = None
+        elif domain_randomization:
+            self._intensity = MRDomainRandomization(grid.spacing_mm)
+        else:
+            self._intensity = _intensity_augmentation()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -103,8 +117,27 @@ class LocalPatchDataset(LandmarkDataset):
     offset (uniform direction, radius uniform up to ``max_offset_mm``): the errors a global stage leaves.
     Offsets are drawn for validation too (fixed, as the epoch stays 0) so that validation measures refinement."""
 
-    def __init__(self, volumes, grid, modality, *, augment=False, seed=0, max_rotation_deg=8.0, max_offset_mm=10.0):
-        super().__init__(volumes, grid, modality, augment=augment, seed=seed, max_rotation_deg=max_rotation_deg)
+    def __init__(
+        self,
+        volumes,
+        grid,
+        modality,
+        *,
+        augment=False,
+        seed=0,
+        max_rotation_deg=8.0,
+        max_offset_mm=10.0,
+        domain_randomization=False,
+    ):
+        super().__init__(
+            volumes,
+            grid,
+            modality,
+            augment=augment,
+            seed=seed,
+            max_rotation_deg=max_rotation_deg,
+            domain_randomization=domain_randomization,
+        )
         self.max_offset_mm = max_offset_mm
         self.n_landmarks = len(LANDMARK_LABELS)
 
@@ -140,3 +173,116 @@ def _intensity_augmentation():
             RandGaussianNoise(std=0.03, prob=0.5),
         ]
     )
+
+
+class MRDomainRandomization:
+    """MR acquisition and contrast randomization of one normalized grid array (channel-first, [1, D, H, W]);
+    ``set_random_state(seed)`` then call, like a MONAI transform. Probabilities and ranges are class attributes."""
+
+    SLICE_MM = (1.0, 6.0)
+    IN_PLANE_MM = (0.3, 1.0)
+    BITS = (8, 16)
+    P_RESOLUTION, P_BIAS, P_CURVE, P_INVERT, P_GAMMA, P_NOISE, P_BLUR, P_CROP = 0.8, 0.5, 0.4, 0.1, 0.5, 0.5, 0.2, 0.3
+
+    def __init__(self, spacing_mm: float):
+        from monai.transforms import RandBiasField, RandGaussianSmooth, RandHistogramShift, RandRicianNoise
+
+        self.spacing_mm = spacing_mm
+        self.rng = np.random.default_rng(0)
+        self.bias = RandBiasField(degree=3, coeff_range=(0.0, 0.4), prob=1.0)
+        self.curve = RandHistogramShift(num_control_points=(4, 10), prob=1.0)
+        self.noise = RandRicianNoise(prob=1.0, std=0.08, relative=True, sample_std=True)
+        self.blur = RandGaussianSmooth(sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), sigma_z=(0.3, 1.0), prob=1.0)
+
+    def set_random_state(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        for i, t in enumerate((self.bias, self.curve, self.noise, self.blur)):
+            t.set_random_state(seed=(seed + 7919 * (i + 1)) % 2**31)
+        return self
+
+    def __call__(self, x):
+        from LandmarkInitLib.detection.preprocess import normalize
+
+        rng = self.rng
+        x = np.asarray(x, dtype=np.float32).copy()
+        x -= x.min()  # non-negative, as MR magnitudes (bias field, Rician noise)
+        if rng.random() < self.P_RESOLUTION:
+            spacing = np.full(3, rng.uniform(*self.IN_PLANE_MM))
+            spacing[rng.integers(3)] = rng.uniform(*self.SLICE_MM)  # the slice axis: any patient axis
+            x[0] = simulate_resolution(x[0], spacing, self.spacing_mm)
+        if rng.random() < self.P_BIAS:
+            x = np.asarray(self.bias(x + 1e-3))
+        if rng.random() < self.P_CURVE:
+            x = np.asarray(self.curve(x))
+        if rng.random() < self.P_INVERT:
+            x = x.max() - x  # a contrast that never occurs: dark fat, bright muscle
+        if rng.random() < self.P_GAMMA:
+            lo, hi = x.min(), x.max()
+            x = lo + (hi - lo) * ((x - lo) / max(hi - lo, 1e-6)) ** rng.uniform(0.5, 2.0)
+        if rng.random() < self.P_NOISE:
+            x = np.asarray(self.noise(x))
+        if rng.random() < self.P_BLUR:
+            x = np.asarray(self.blur(x))
+        if rng.random() < self.P_CROP:
+            x[0] = crop_field_of_view(x[0], rng)
+        x[0] = quantize(x[0], int(rng.integers(self.BITS[0], self.BITS[1] + 1)))
+        return normalize(x, "mr")
+
+
+def simulate_resolution(array: np.ndarray, spacing_mm, grid_spacing_mm: float) -> np.ndarray:
+    """``array`` (D, H, W on grid axes K, J, I) as acquired with voxels ``spacing_mm`` (along I, J, K) and
+    resampled back: along each axis whose spacing exceeds the grid's, a box average over the voxel's width,
+    sampled once per voxel width, then linear interpolation back to the grid. Axes at or below the grid spacing are
+    untouched, and nothing mixes values across axes (one linear operator per axis)."""
+    out = np.asarray(array, dtype=np.float32)
+    for axis_ijk, s in enumerate(spacing_mm):
+        factor = float(s) / grid_spacing_mm
+        if factor <= 1.0 + 1e-6:
+            continue
+        axis = 2 - axis_ijk
+        out = np.moveaxis(
+            np.tensordot(_resolution_operator(out.shape[axis], factor), np.moveaxis(out, axis, 0), 1), 0, axis
+        )
+    return out.astype(np.float32)
+
+
+def _resolution_operator(n: int, factor: float) -> np.ndarray:
+    """n x n matrix: box average of width ``factor`` voxels, samples every ``factor`` voxels, linear back."""
+    idx = np.arange(n, dtype=float)
+    half = max(1, int(round(factor))) // 2
+    box = np.zeros((n, n))
+    for i in range(n):
+        box[i, max(0, i - half) : min(n, i + half + 1)] = 1.0
+    box /= box.sum(axis=1, keepdims=True)
+    samples = np.arange(0.0, n - 1 + 1e-6, factor)
+    if len(samples) < 2:
+        return np.full((n, n), 1.0 / n)
+    eye = np.eye(n)
+    down = np.stack([np.interp(samples, idx, eye[:, j]) for j in range(n)], axis=1)  # samples x n
+    up = np.stack([np.interp(idx, samples, np.eye(len(samples))[:, j]) for j in range(len(samples))], axis=1)
+    return up @ down @ box
+
+
+def crop_field_of_view(array: np.ndarray, rng) -> np.ndarray:
+    """A smaller field of view: on each axis, with probability 1/2, up to 35 % of the extent cut away from one
+    side (set to the darkest value: the scanner's padding). May cut through the gland and hide a landmark."""
+    out = array.copy()
+    fill = float(array.min())
+    for axis in range(3):
+        if rng.random() < 0.5:
+            n = out.shape[axis]
+            cut = int(rng.uniform(0.0, 0.35) * n)
+            if cut:
+                index = [slice(None)] * 3
+                index[axis] = slice(0, cut) if rng.random() < 0.5 else slice(n - cut, n)
+                out[tuple(index)] = fill
+    return out
+
+
+def quantize(array: np.ndarray, bits: int) -> np.ndarray:
+    """Integer storage with ``bits`` bits over the array's range: at most 2**bits distinct values."""
+    lo, hi = float(array.min()), float(array.max())
+    if hi <= lo:
+        return array.astype(np.float32)
+    levels = 2**bits - 1
+    return (np.round((array - lo) / (hi - lo) * levels) / levels * (hi - lo) + lo).astype(np.float32)

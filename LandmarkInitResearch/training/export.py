@@ -150,9 +150,40 @@ def training_command(cfg: dict) -> str:
         parts.append(f"--max-cases {cfg['max_cases']}")
     if cfg["method"] in LOCAL_METHODS:
         parts.append(f"--max-offset {cfg.get('max_offset_mm', 10.0):g}")
+    if cfg.get("domain_randomization"):
+        parts.append("--domain-randomization")
+    if cfg.get("real_mr"):
+        parts.append(f"--real-mr {cfg['real_mr']}")
+        parts.append("--real-mr-folds " + " ".join(str(f) for f in cfg["real_mr_folds"]))
+        if cfg.get("real_mr_val_folds"):
+            parts.append("--real-mr-val-folds " + " ".join(str(f) for f in cfg["real_mr_val_folds"]))
+        if cfg.get("real_mr_split"):
+            parts.append(f"--real-mr-split {cfg['real_mr_split']}")
+        if cfg.get("real_mr_repeat", 1) != 1:
+            parts.append(f"--real-mr-repeat {cfg['real_mr_repeat']}")
     if cfg.get("init_weights"):
         parts.append(f"--init-weights {cfg['init_weights']}")
     return " ".join(parts) + " --output RUN"
+
+
+def training_data(cfg: dict) -> dict:
+    """The card's plain statement of what the network was trained on, and the real cases if any."""
+    if not cfg.get("real_mr"):
+        return {"data": "SYNTHETIC phantom (landmarkinit phantom), not patient data"}
+    return {
+        "data": "REAL patient images (PROMISE12 T2 MR, research-use terms: promise12.grand-challenge.org; Litjens "
+        "et al. 2014) plus SYNTHETIC phantom data (landmarkinit phantom)",
+        "real_mr": {
+            "dataset": "PROMISE12 training set, T2-weighted prostate MR with expert gland masks, nominal geometry "
+            "(about +-25 % scale); landmarks derived from the masks (LandmarkInitLib/mask_landmarks.py)",
+            "split": cfg.get("real_mr_split") or "LandmarkInitResearch/evaluation/real_mr_split.json",
+            "train_folds": cfg["real_mr_folds"],
+            "train_cases": sorted(set(cfg.get("real_mr_train_cases", []))),
+            "validation_folds": cfg.get("real_mr_val_folds", []),
+            "validation_cases": cfg.get("real_mr_val_cases", []),
+            "held_out_test": "never used for training or model selection",
+        },
+    }
 
 
 def fine_tuned_from(init: str) -> dict:
@@ -230,8 +261,9 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
             "parameters": int(sum(p.numel() for p in model.parameters())),
         },
         "training": {
-            "data": "SYNTHETIC phantom (landmarkinit phantom), not patient data",
+            **training_data(cfg),
             "dataset": cfg.get("data_description"),
+            **({"domain_randomization": True} if cfg.get("domain_randomization") else {}),
             "train_cases": len(cfg["train_cases"]),
             "validation_cases": len(cfg["val_cases"]),
             "epochs": cfg["epochs"],

@@ -34,9 +34,10 @@ from LandmarkInitResearch.training.networks import build_model
 from LandmarkInitResearch.training.patch_votes import patch_vote_loss
 
 # Model grids: coarse whole-volume grids sized for CPU training (see docs/research.md), and the fine patches of
-# the local refinement (32 mm at the phantoms' native 0.8 mm).
-DEFAULT_GRIDS = {"mr": ModelGrid((48, 48, 40), 2.0), "us": ModelGrid((48, 48, 48), 2.2)}
-DEFAULT_LOCAL_GRIDS = {"mr": ModelGrid((40, 40, 40), 0.8), "us": ModelGrid((40, 40, 40), 0.8)}
+# the local refinement (32 mm at the phantoms' native 0.8 mm). MR grids run in the patient frame (LPS), as the
+# runtime does for the shipped MR cards.
+DEFAULT_GRIDS = {"mr": ModelGrid((48, 48, 40), 2.0, "LPS"), "us": ModelGrid((48, 48, 48), 2.2)}
+DEFAULT_LOCAL_GRIDS = {"mr": ModelGrid((40, 40, 40), 0.8, "LPS"), "us": ModelGrid((40, 40, 40), 0.8)}
 HEATMAP_PEAK_WEIGHT = 100.0
 # Fang et al. 2023, section 3.1: lambda_2 for the variance and the distance-map regularizers.
 PAPER_LAMBDAS = {
@@ -73,6 +74,12 @@ class TrainConfig:
     threads: int | None = None
     max_offset_mm: float = 10.0  # local methods: largest distance of the patch centre from the landmark
     init_weights: str | None = None  # fine-tuning: start from these weights (run folder: its best.pt)
+    domain_randomization: bool = False  # MR: wide acquisition / contrast randomization (data.MRDomainRandomization)
+    real_mr: str | None = None  # PROMISE12-layout folder of real T2 MR (training/real_mr_data.py)
+    real_mr_folds: list[int] = field(default_factory=list)  # cross-validation folds trained on
+    real_mr_val_folds: list[int] = field(default_factory=list)  # folds added to validation (epoch choice)
+    real_mr_split: str | None = None  # split file (default: evaluation/real_mr_split.json)
+    real_mr_repeat: int = 1  # each real training case this many times per epoch (oversampling)
 
     @property
     def local(self) -> bool:
@@ -81,7 +88,7 @@ class TrainConfig:
     def grid(self) -> ModelGrid:
         default = (DEFAULT_LOCAL_GRIDS if self.local else DEFAULT_GRIDS)[self.modality]
         shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
-        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm)
+        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm, default.axes)
 
     def lambda2(self) -> float:
         if self.reg_weight is not None:
@@ -224,17 +231,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     grid = cfg.grid()
     train_cases, val_cases = _split(cfg)
     dataset, extra = (LocalPatchDataset, {"max_offset_mm": cfg.max_offset_mm}) if cfg.local else (LandmarkDataset, {})
+    train_volumes = load_volumes(train_cases, cfg.modality, progress and rank == 0)
+    val_volumes = load_volumes(val_cases, cfg.modality, progress and rank == 0)
+    real_train, real_val = _real_mr(cfg, progress and rank == 0)
     train_set = dataset(
-        load_volumes(train_cases, cfg.modality, progress and rank == 0),
+        train_volumes + real_train * cfg.real_mr_repeat,
         grid,
         cfg.modality,
         augment=cfg.augment,
         seed=cfg.seed,
+        domain_randomization=cfg.domain_randomization,
         **extra,
     )
-    val_set = dataset(
-        load_volumes(val_cases, cfg.modality, progress and rank == 0), grid, cfg.modality, seed=cfg.seed, **extra
-    )
+    val_set = dataset(val_volumes + real_val, grid, cfg.modality, seed=cfg.seed, **extra)
+    n_val_phantom = len(val_volumes) * (val_set.n_landmarks if cfg.local else 1)
     sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=cfg.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -280,6 +290,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                     "world_size": world,
                     "train_cases": [c.name for c in train_cases],
                     "val_cases": [c.name for c in val_cases],
+                    "real_mr_train_cases": [v.name.removeprefix("real:") for v in real_train],
+                    "real_mr_val_cases": [v.name.removeprefix("real:") for v in real_val],
                     "data_description": _describe_data(cfg.data)
                     if isinstance(cfg.data, str)
                     else [_describe_data(f) for f in cfg.data],
@@ -314,12 +326,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if rank == 0:
-            val_mre, _ = evaluate_mre(model, val_loader)
+            val_mre, val_errors = evaluate_mre(model, val_loader)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": float(np.mean(losses)),
                 "train_batches": len(losses),  # on this process: each of world_size processes sees its share
                 "val_mre_mm": val_mre,
+                **(
+                    {
+                        "val_mre_phantom_mm": float(val_errors[:n_val_phantom].mean()),
+                        "val_mre_real_mm": float(val_errors[n_val_phantom:].mean()),
+                    }
+                    if real_val and n_val_phantom
+                    else {}
+                ),
                 "seconds": time.perf_counter() - t0,
             }
             history.append(record)
@@ -340,9 +360,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
             plot_curve(history, out / "curve.png", f"{cfg.modality.upper()} {cfg.method}")
             if progress:
+                split_mre = (
+                    f" (phantom {record['val_mre_phantom_mm']:.2f}, real {record['val_mre_real_mm']:.2f})"
+                    if "val_mre_real_mm" in record
+                    else ""
+                )
                 print(
                     f"{cfg.modality}/{cfg.method} epoch {epoch + 1}: loss {record['train_loss']:.4f}, "
-                    f"val MRE {val_mre:.2f} mm ({record['seconds']:.0f} s)",
+                    f"val MRE {val_mre:.2f} mm{split_mre} ({record['seconds']:.0f} s)",
                     flush=True,
                 )
         if world > 1:
@@ -350,6 +375,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"history": history, "best_val_mre_mm": best, "output": str(out)}
+
+
+def _real_mr(cfg: TrainConfig, progress: bool):
+    """Real MR training and validation volumes of the chosen cross-validation folds (none without --real-mr)."""
+    if not cfg.real_mr:
+        if cfg.real_mr_folds or cfg.real_mr_val_folds:
+            raise LandmarkInitError("--real-mr-folds / --real-mr-val-folds need --real-mr DIR (the real MR cases)")
+        return [], []
+    if cfg.modality != "mr":
+        raise LandmarkInitError("--real-mr holds MR images: use it with --modality mr")
+    overlap = sorted(set(cfg.real_mr_folds) & set(cfg.real_mr_val_folds))
+    if overlap:
+        raise LandmarkInitError(f"real-MR fold(s) {overlap} are both trained on and validated on: keep them apart")
+    from LandmarkInitResearch.training.real_mr_data import real_mr_volumes
+
+    train_volumes, _ = real_mr_volumes(cfg.real_mr, cfg.real_mr_folds, cfg.real_mr_split, progress)
+    val_volumes, _ = real_mr_volumes(cfg.real_mr, cfg.real_mr_val_folds, cfg.real_mr_split, progress)
+    return train_volumes, val_volumes
 
 
 def _describe_data(path) -> dict:

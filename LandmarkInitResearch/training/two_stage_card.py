@@ -73,8 +73,19 @@ def write_two_stage_card(
         "description": "global detector on a coarse whole-volume grid, then local refinement on fine patches "
         f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
         + (f"; then: {describe(postprocessing)}" if postprocessing else "")
-        + "; the stage cards hold grids, normalization, training data and weights checksums",
+        + "; the stage cards hold grids, normalization, training data and weights checksums"
+        + _trained_on([card for _, card in cards]),
     }
     output.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     load_card(output).stage_cards("local")
     return output
+
+
+def _trained_on(cards) -> str:
+    """Say plainly when a stage was trained on real patient images (the data's terms ask for it)."""
+    if any((c.data.get("training") or {}).get("real_mr") for c in cards):
+        return (
+            ". Trained on REAL patient images (PROMISE12 T2 MR, research-use terms: promise12.grand-challenge.org) "
+            "plus SYNTHETIC phantom data"
+        )
+    return ""
