@@ -17,11 +17,17 @@ import numpy as np
 import torch
 
 from LandmarkInitLib.detection.model_card import load_card
-from LandmarkInitLib.detection.model_grid import ModelGrid
+from LandmarkInitLib.detection.model_grid import ModelGrid, patient_frame
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.io.datasets import open_dataset
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitResearch.training.data import LandmarkDataset, LocalPatchDataset, load_volumes
+from LandmarkInitResearch.training.data import (
+    APPEARANCES,
+    ORIENTATIONS,
+    LandmarkDataset,
+    LocalPatchDataset,
+    load_volumes,
+)
 from LandmarkInitResearch.training.dsnt import (
     distance_map_regularization,
     dsnt,
@@ -73,6 +79,9 @@ class TrainConfig:
     threads: int | None = None
     max_offset_mm: float = 10.0  # local methods: largest distance of the patch centre from the landmark
     init_weights: str | None = None  # fine-tuning: start from these weights (run folder: its best.pt)
+    grid_axes: str | None = None  # patient axes of the model grid ("RAS"), None: the volume's index axes
+    augment_orientation: str = "small"  # "any": the grid's orientation drawn from all of O(3) (training/data.py)
+    augment_appearance: str = "basic"  # "us": + US domain randomization (training/data.py, us_appearance)
 
     @property
     def local(self) -> bool:
@@ -81,7 +90,13 @@ class TrainConfig:
     def grid(self) -> ModelGrid:
         default = (DEFAULT_LOCAL_GRIDS if self.local else DEFAULT_GRIDS)[self.modality]
         shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
-        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm)
+        axes = self.grid_axes.upper() if self.grid_axes else None
+        if axes is not None:
+            try:
+                patient_frame(axes)
+            except ValueError as e:
+                raise LandmarkInitError(f"--grid-axes: {e}") from None
+        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm, axes)
 
     def lambda2(self) -> float:
         if self.reg_weight is not None:
@@ -206,6 +221,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         raise LandmarkInitError(f"unknown method {cfg.method!r}: use one of {', '.join(METHODS)}")
     if cfg.modality not in ("mr", "us"):
         raise LandmarkInitError(f"unknown modality {cfg.modality!r}: use mr or us")
+    if cfg.augment_orientation not in ORIENTATIONS or cfg.augment_appearance not in APPEARANCES:
+        raise LandmarkInitError(
+            f"augmentation {cfg.augment_orientation!r} / {cfg.augment_appearance!r}: orientation is one of "
+            f"{', '.join(ORIENTATIONS)}, appearance one of {', '.join(APPEARANCES)}"
+        )
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise LandmarkInitError(f"unknown learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
     world, rank = _distributed()
@@ -224,6 +244,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     grid = cfg.grid()
     train_cases, val_cases = _split(cfg)
     dataset, extra = (LocalPatchDataset, {"max_offset_mm": cfg.max_offset_mm}) if cfg.local else (LandmarkDataset, {})
+    extra |= {"orientation": cfg.augment_orientation, "appearance": cfg.augment_appearance}
     train_set = dataset(
         load_volumes(train_cases, cfg.modality, progress and rank == 0),
         grid,
