@@ -89,6 +89,9 @@ def cmd_train(args) -> int:
         real_mr_val_folds=args.real_mr_val_folds,
         real_mr_split=str(args.real_mr_split) if args.real_mr_split else None,
         real_mr_repeat=args.real_mr_repeat,
+        grid_axes=args.grid_axes,
+        augment_orientation=args.augment_orientation,
+        augment_appearance=args.augment_appearance,
     )
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: best validation MRE {result['best_val_mre_mm']:.2f} mm")
@@ -116,6 +119,7 @@ def cmd_two_stage(args) -> int:
         postprocessing=_two_stage_steps(args),
         name=args.name,
         force=args.force,
+        note=args.note,
     )
     print(f"wrote {card}")
     return EXIT_OK
@@ -340,6 +344,25 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--reg-weight", type=float, help="lambda_2 of the regularizer (default: the paper's value)")
     p.add_argument("--grid-shape", type=int, nargs=3, metavar=("I", "J", "K"), help="model grid size in voxels")
     p.add_argument("--grid-spacing", type=float, metavar="MM", help="model grid spacing in mm")
+    p.add_argument(
+        "--grid-axes",
+        metavar="AXES",
+        help="run the model grid in a fixed patient frame, e.g. RAS (grid I, J, K point to R, A, S whatever the "
+        "volume's storage; recorded in the card); default: the volume's own index axes",
+    )
+    p.add_argument(
+        "--augment-orientation",
+        choices=("small", "any"),
+        default="small",
+        help="grid orientation relative to the volume: small (rotations up to 8 degrees, default) or any (uniform "
+        "over all rotations, reflected half the time: the anatomy in every orientation)",
+    )
+    p.add_argument(
+        "--augment-appearance",
+        choices=("basic", "us"),
+        default="basic",
+        help="intensity augmentation: basic (default) or us (+ gain, TGC ramp, dynamic range, speckle, blur)",
+    )
     p.add_argument("--max-cases", type=int, help="use only the first N training cases")
     p.add_argument(
         "--max-offset",
@@ -426,6 +449,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--axis-plane", type=float, default=0.0, metavar="W", help="--step axis_plane:weight=W" + legacy)
     p.add_argument("--mirror-average", action="store_true", help="--step mirror_average" + legacy)
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
+    p.add_argument("--note", help="a sentence appended to the card's description (e.g. what it was validated on)")
     p.set_defaults(func=cmd_two_stage)
 
     p = command(

@@ -2,8 +2,12 @@
 
 Inputs go through exactly the inference preprocessing (detection.preprocess.prepare_input). Spatial
 augmentation moves the model grid itself (rotation up to ``max_rotation_deg``, shift up to ``max_shift_mm``), so
-the landmarks never need resampling: their grid-mm targets follow from the moved grid's geometry. Intensity
-augmentation uses MONAI transforms on the normalized input. Each sample's randomness depends only on
+the landmarks never need resampling: their grid-mm targets follow from the moved grid's geometry. With
+``orientation="any"`` the grid's axes relative to the volume are drawn from the whole orthogonal group (a uniform
+random rotation, reflected half the time): the network then sees the anatomy in every orientation and handedness,
+as a detector run in a fixed physical frame must for US, whose probe may point anywhere in that frame. Intensity
+augmentation uses MONAI transforms on the normalized input; ``appearance="us"`` adds cheap US domain
+randomization (:func:`us_appearance`). Each sample's randomness depends only on
 (seed, epoch, index), whatever the number of processes.
 
 MR domain randomization (``domain_randomization=True``, :class:`MRDomainRandomization`) replaces the mild
@@ -31,6 +35,11 @@ from LandmarkInitLib.detection.preprocess import prepare_input, prepare_patches
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.io.datasets import PairedCase
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
+
+# Spatial augmentation of the grid's orientation: "small" (up to max_rotation_deg) or "any" (the whole O(3));
+# appearance: "basic" (MONAI gain/shift/gamma/noise) or "us" (+ us_appearance).
+ORIENTATIONS = ("small", "any")
+APPEARANCES = ("basic", "us")
 
 
 @dataclass
@@ -71,10 +80,15 @@ class LandmarkDataset(torch.utils.data.Dataset):
         max_rotation_deg: float = 8.0,
         max_shift_mm: float = 6.0,
         domain_randomization: bool = False,
+        orientation: str = "small",
+        appearance: str = "basic",
     ):
+        if orientation not in ORIENTATIONS or appearance not in APPEARANCES:
+            raise ValueError(f"orientation {orientation!r} / appearance {appearance!r}: unknown augmentation")
         self.volumes, self.grid, self.modality = volumes, grid, modality
         self.augment, self.seed = augment, seed
         self.max_rotation_deg, self.max_shift_mm = max_rotation_deg, max_shift_mm
+        self.orientation, self.appearance = orientation, appearance
         self.epoch = 0
         if not augment:
             self._intensity = None
@@ -82,6 +96,18 @@ class LandmarkDataset(torch.utils.data.Dataset):
             self._intensity = MRDomainRandomization(grid.spacing_mm)
         else:
             self._intensity = _intensity_augmentation()
+
+    def random_pose(self, rng) -> np.ndarray:
+        """The grid's rotation (or rotoreflection) relative to its frame, 4x4 with zero shift."""
+        if self.orientation == "any":
+            return random_orientation(rng)
+        return random_rotation(rng, self.max_rotation_deg)
+
+    def augment_intensity(self, x: torch.Tensor, rng) -> torch.Tensor:
+        if self.appearance == "us":  # first, while the fan's background is still exactly 0
+            x = torch.from_numpy(us_appearance(x.numpy(), rng))
+        self._intensity.set_random_state(seed=int(rng.integers(2**31)))
+        return torch.as_tensor(self._intensity(x), dtype=torch.float32)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -94,13 +120,12 @@ class LandmarkDataset(torch.utils.data.Dataset):
         pose = None
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.augment:
-            pose = random_rotation(rng, self.max_rotation_deg)
+            pose = self.random_pose(rng)
             pose[:3, 3] = rng.uniform(-self.max_shift_mm, self.max_shift_mm, 3)
         x, grid_geometry = prepare_input(v.image, v.geometry, self.grid, self.modality, pose=pose)
         x = torch.from_numpy(x[0])
         if self._intensity is not None:
-            self._intensity.set_random_state(seed=int(rng.integers(2**31)))
-            x = torch.as_tensor(self._intensity(x), dtype=torch.float32)
+            x = self.augment_intensity(x, rng)
         target = self.grid.ras_to_grid_mm(grid_geometry, v.landmarks_ras)
         return x, torch.as_tensor(target, dtype=torch.float32), -1
 
@@ -110,6 +135,44 @@ def random_rotation(rng, max_deg: float) -> np.ndarray:
     pose = np.eye(4)
     pose[:3, :3] = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(rng.uniform(0.0, max_deg))).as_matrix()
     return pose
+
+
+def random_orientation(rng) -> np.ndarray:
+    """A 4x4 pose whose 3x3 part is uniform over the orthogonal group O(3): a uniform random rotation (Haar
+    measure), composed with a reflection of the grid's I axis half the time."""
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.random(random_state=rng).as_matrix()
+    if rng.random() < 0.5:
+        pose[:3, 0] *= -1.0
+    return pose
+
+
+def us_appearance(x: np.ndarray, rng) -> np.ndarray:
+    """Cheap US domain randomization on a normalized B-mode input (values 0-1, exact 0 outside the fan, which
+    stays 0): overall gain, a TGC-like exponential ramp along a random direction (the probe's depth axis is
+    unknown in a freely oriented grid), a dynamic-range (log-compression) change as a power law, multiplicative
+    speckle-like noise correlated over about a voxel, and blur. Not modelled here: reverberation, side lobes,
+    shadows, other probe geometries (they need the phantom generator)."""
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(x, dtype=np.float32)
+    fan = x > 0
+    y = x.astype(np.float64)
+    y = y ** rng.uniform(0.6, 1.6)  # dynamic range: a power law on the log-compressed display values
+    y = y * rng.uniform(0.7, 1.4)  # gain
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    k, j, i = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in y.shape[-3:]], indexing="ij")
+    ramp = direction[0] * k + direction[1] * j + direction[2] * i
+    y = y * np.exp(rng.uniform(-0.5, 0.5) * ramp)  # TGC
+    if rng.random() < 0.7:
+        noise = gaussian_filter(rng.normal(size=y.shape[-3:]), rng.uniform(0.5, 1.2))
+        noise /= max(float(noise.std()), 1e-6)
+        y = y * np.exp(rng.uniform(0.0, 0.3) * noise)  # speckle-like, multiplicative
+    if rng.random() < 0.3:
+        sigma = rng.uniform(0.3, 1.0)
+        y = np.stack([gaussian_filter(c, sigma) for c in y.reshape(-1, *y.shape[-3:])]).reshape(y.shape)
+    return np.where(fan, np.clip(y, 0.0, 1.0), 0.0).astype(np.float32)
 
 
 class LocalPatchDataset(LandmarkDataset):
@@ -128,6 +191,8 @@ class LocalPatchDataset(LandmarkDataset):
         max_rotation_deg=8.0,
         max_offset_mm=10.0,
         domain_randomization=False,
+        orientation="small",
+        appearance="basic",
     ):
         super().__init__(
             volumes,
@@ -137,6 +202,8 @@ class LocalPatchDataset(LandmarkDataset):
             seed=seed,
             max_rotation_deg=max_rotation_deg,
             domain_randomization=domain_randomization,
+            orientation=orientation,
+            appearance=appearance,
         )
         self.max_offset_mm = max_offset_mm
         self.n_landmarks = len(LANDMARK_LABELS)
@@ -150,14 +217,13 @@ class LocalPatchDataset(LandmarkDataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         direction = rng.normal(size=3)
         offset = direction / np.linalg.norm(direction) * rng.uniform(0.0, self.max_offset_mm)
-        pose = random_rotation(rng, self.max_rotation_deg) if self.augment else None
+        pose = self.random_pose(rng) if self.augment else None
         x, (geometry,) = prepare_patches(
             v.image, v.geometry, self.grid, v.landmarks_ras[channel] + offset, self.modality, poses=[pose]
         )
         x = torch.from_numpy(x[0])
         if self._intensity is not None:
-            self._intensity.set_random_state(seed=int(rng.integers(2**31)))
-            x = torch.as_tensor(self._intensity(x), dtype=torch.float32)
+            x = self.augment_intensity(x, rng)
         target = self.grid.ras_to_grid_mm(geometry, v.landmarks_ras)
         return x, torch.as_tensor(target, dtype=torch.float32), channel
 

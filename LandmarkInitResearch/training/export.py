@@ -33,6 +33,11 @@ SPREAD = (
     "RMS radius in mm of the heatmap mass (DSNT: whole heatmap; heatmap matching: window around the peak) or of "
     "the posterior-weighted patch votes (g2l); NaN for direct regression"
 )
+ORIENTATION_ANY = (
+    "grids turned to every orientation and handedness relative to the volume (uniform random rotations, reflected "
+    "half the time: --augment-orientation any), so that the network finds the anatomy whatever the probe's "
+    "orientation in the grid's frame"
+)
 OUTPUTS_GLOBAL = {
     "coords_mm": "(1, 3, 3): landmark x, y, z in grid mm (see input_grid.coordinates), landmark order as 'landmarks'",
     "spread_mm": "(1, 3): " + SPREAD,
@@ -161,6 +166,12 @@ def training_command(cfg: dict) -> str:
             parts.append(f"--real-mr-split {cfg['real_mr_split']}")
         if cfg.get("real_mr_repeat", 1) != 1:
             parts.append(f"--real-mr-repeat {cfg['real_mr_repeat']}")
+    if cfg.get("grid_axes"):
+        parts.append(f"--grid-axes {cfg['grid_axes']}")
+    if cfg.get("augment_orientation", "small") != "small":
+        parts.append(f"--augment-orientation {cfg['augment_orientation']}")
+    if cfg.get("augment_appearance", "basic") != "basic":
+        parts.append(f"--augment-appearance {cfg['augment_appearance']}")
     if cfg.get("init_weights"):
         parts.append(f"--init-weights {cfg['init_weights']}")
     return " ".join(parts) + " --output RUN"
@@ -251,7 +262,8 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
         "stage": "local" if local else "global",
         "landmarks": list(LANDMARK_LABELS),
         "input_grid": grid.to_dict()
-        | ({"centre": "each patch i is centred on the current estimate of landmark i"} if local else {}),
+        | ({"centre": "each patch i is centred on the current estimate of landmark i"} if local else {})
+        | ({"trained_on": ORIENTATION_ANY} if cfg.get("augment_orientation") == "any" else {}),
         "intensity_normalization": NORMALIZATION[cfg["modality"]],
         "outputs": OUTPUTS_LOCAL if local else OUTPUTS_GLOBAL,
         "network": {
@@ -273,6 +285,8 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
             "lr_schedule": cfg.get("lr_schedule", "constant"),
             "lambda2": cfg["lambda2"],
             "augment": cfg["augment"],
+            "augment_orientation": cfg.get("augment_orientation", "small"),
+            "augment_appearance": cfg.get("augment_appearance", "basic"),
             "seed": cfg["seed"],
             **({"max_offset_mm": cfg.get("max_offset_mm", 10.0)} if local else {}),
             "command": training_command(cfg),

@@ -17,11 +17,17 @@ import numpy as np
 import torch
 
 from LandmarkInitLib.detection.model_card import load_card
-from LandmarkInitLib.detection.model_grid import ModelGrid
+from LandmarkInitLib.detection.model_grid import ModelGrid, patient_frame
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.io.datasets import open_dataset
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitResearch.training.data import LandmarkDataset, LocalPatchDataset, load_volumes
+from LandmarkInitResearch.training.data import (
+    APPEARANCES,
+    ORIENTATIONS,
+    LandmarkDataset,
+    LocalPatchDataset,
+    load_volumes,
+)
 from LandmarkInitResearch.training.dsnt import (
     distance_map_regularization,
     dsnt,
@@ -80,6 +86,9 @@ class TrainConfig:
     real_mr_val_folds: list[int] = field(default_factory=list)  # folds added to validation (epoch choice)
     real_mr_split: str | None = None  # split file (default: evaluation/real_mr_split.json)
     real_mr_repeat: int = 1  # each real training case this many times per epoch (oversampling)
+    grid_axes: str | None = None  # patient axes of the model grid ("RAS"), None: the volume's index axes
+    augment_orientation: str = "small"  # "any": the grid's orientation drawn from all of O(3) (training/data.py)
+    augment_appearance: str = "basic"  # "us": + US domain randomization (training/data.py, us_appearance)
 
     @property
     def local(self) -> bool:
@@ -88,7 +97,13 @@ class TrainConfig:
     def grid(self) -> ModelGrid:
         default = (DEFAULT_LOCAL_GRIDS if self.local else DEFAULT_GRIDS)[self.modality]
         shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
-        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm, default.axes)
+        axes = self.grid_axes.upper() if self.grid_axes else default.axes
+        if axes is not None:
+            try:
+                patient_frame(axes)
+            except ValueError as e:
+                raise LandmarkInitError(f"--grid-axes: {e}") from None
+        return ModelGrid(shape, self.grid_spacing_mm or default.spacing_mm, axes)
 
     def lambda2(self) -> float:
         if self.reg_weight is not None:
@@ -213,6 +228,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         raise LandmarkInitError(f"unknown method {cfg.method!r}: use one of {', '.join(METHODS)}")
     if cfg.modality not in ("mr", "us"):
         raise LandmarkInitError(f"unknown modality {cfg.modality!r}: use mr or us")
+    if cfg.augment_orientation not in ORIENTATIONS or cfg.augment_appearance not in APPEARANCES:
+        raise LandmarkInitError(
+            f"augmentation {cfg.augment_orientation!r} / {cfg.augment_appearance!r}: orientation is one of "
+            f"{', '.join(ORIENTATIONS)}, appearance one of {', '.join(APPEARANCES)}"
+        )
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise LandmarkInitError(f"unknown learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
     world, rank = _distributed()
@@ -234,6 +254,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     train_volumes = load_volumes(train_cases, cfg.modality, progress and rank == 0)
     val_volumes = load_volumes(val_cases, cfg.modality, progress and rank == 0)
     real_train, real_val = _real_mr(cfg, progress and rank == 0)
+    extra |= {"orientation": cfg.augment_orientation, "appearance": cfg.augment_appearance}
     train_set = dataset(
         train_volumes + real_train * cfg.real_mr_repeat,
         grid,

@@ -20,10 +20,11 @@ def write_two_stage_card(
     postprocessing=(),
     name=None,
     force=False,
+    note: str | None = None,
 ) -> Path:
     """A two-stage card naming a global card and one or more local cards (an ensemble; stored as paths relative
     to the new card), with the number of refinement passes and the post-processing steps, in order
-    (``[{"step": NAME, ...parameters}]``, detection/postprocessing.py)."""
+    (``[{"step": NAME, ...parameters}]``, detection/postprocessing.py); ``note`` ends the description."""
     import os
 
     output = Path(output)
@@ -74,7 +75,8 @@ def write_two_stage_card(
         f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
         + (f"; then: {describe(postprocessing)}" if postprocessing else "")
         + "; the stage cards hold grids, normalization, training data and weights checksums"
-        + _trained_on([card for _, card in cards]),
+        + _trained_on([card for _, card in cards])
+        + (f". {note}" if note else ""),
     }
     output.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     load_card(output).stage_cards("local")
