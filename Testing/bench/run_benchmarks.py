@@ -75,9 +75,6 @@ def bench_phantom_case(repeats: int) -> list[float]:
 def bench_detection(modality: str, repeats: int) -> list[str]:
     """Shipped models of a modality on the sample case, per backend (separate processes): the default detector and,
     when it is two-stage, its global stage alone."""
-    import json
-    import subprocess
-    import sys
 
     from LandmarkInitLib.detection.model_card import load_card
     from LandmarkInitLib.resources import default_model_card, sample_case_dir
@@ -91,22 +88,7 @@ def bench_detection(modality: str, repeats: int) -> list[str]:
     for card, backends in runs:
         two_stage = card.stage == "two-stage"
         for backend in backends:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    str(Path(__file__).with_name("bench_detection.py")),
-                    str(card.path),
-                    str(volume),
-                    "--backend",
-                    backend,
-                    "--repeats",
-                    str(repeats),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r = run_bench_detection(card, volume, backend, repeats)
             target = (1.0 if two_stage else 0.5) if backend == "onnx" else None
             status = "" if target is None else ("met" if r["median_s"] <= target else "NOT met")
             mirror = ", on the volume and its mirror image" if card.mirror_average else ""
@@ -122,32 +104,25 @@ def bench_detection(modality: str, repeats: int) -> list[str]:
     return rows
 
 
+def run_bench_detection(card, volume, backend: str, repeats: int) -> dict:
+    """bench_detection.py in its own process (a fresh interpreter, so that peak memory is the detector's): its JSON."""
+    import json
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).with_name("bench_detection.py"))
+    command = [sys.executable, script, str(card.path), str(volume), "--backend", backend, "--repeats", str(repeats)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 ONNX_SPEEDUP_TARGET = 1.3  # issue 22: what Slicer users get (ONNX) should be the fast path
 
 
 def compare_backends(card, volume, repeats: int) -> str:
     """ONNX vs TorchScript on the same two-stage card in one process, interleaved (bench_detection.py compare):
     TorchScript's median time over ONNX's."""
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("bench_detection.py")),
-            str(card.path),
-            str(volume),
-            "--backend",
-            "compare",
-            "--repeats",
-            str(repeats),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_bench_detection(card, volume, "compare", repeats)
     ratio = r["torchscript_over_onnx"]
     return (
         f"| two-stage detection {card.modality.upper()}, {card.name}: TorchScript time / ONNX time, both in one "
