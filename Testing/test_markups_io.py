@@ -709,3 +709,12 @@ def test_files_with_a_byte_order_mark_are_read_as_without(context, tmp_path):
     np.testing.assert_allclose(landmarks.ordered(LANDMARK_LABELS), POINTS.points_ras)
     assert node.GetName() == "bom" and node.GetStorageNode().GetFileName() == str(bom)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bom.mrk.json", "bom14.fcsv", "plain.mrk.json"]
+
+
+def test_a_broken_markups_file_with_a_byte_order_mark_is_refused_as_one_without(context, tmp_path):
+    """The copy read in place of a file with a byte-order mark may fail to load: the same one-line refusal."""
+    for name, head in (("plain.mrk.json", b""), ("bom.mrk.json", b"\xef\xbb\xbf")):
+        path = tmp_path / name
+        path.write_bytes(head + b'{"markups": [')
+        with pytest.raises(LandmarkFileError, match="could not be read as Slicer markups"):
+            read_landmarks_file(context, path)

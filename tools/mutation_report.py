@@ -22,6 +22,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -42,8 +43,8 @@ TARGET_SCORE = 90.0
 STARTED_FILE = "started"  # in the work tree: start time of the run (seconds since the epoch)
 
 # mutmut's outcome names; these mean the tests noticed the mutant ("segfault": the mutant crashed the test process,
-# e.g. by handing None to a VTK or ITK method; counted as killed; "timeout": the tests ran into mutmut's CPU limit),
-# every other outcome needs an explanation
+# e.g. by handing None to a VTK or ITK method, or made a C++ library abort; counted as killed; "timeout": the tests
+# ran into mutmut's CPU limit), every other outcome needs an explanation
 DETECTED = ("killed", "segfault", "timeout", "caught by type check")
 # mutmut names the mutants of a method x<sep>Class<sep>method__mutmut_N with this separator (written "|" in docstrings
 # and on the page)
@@ -201,7 +202,9 @@ def collect_results() -> list[dict]:
         data.load()
         for name, exit_code in data.exit_code_by_key.items():
             module, function = split_mutant_name(name)
-            status = status_by_exit_code[exit_code]
+            # mutmut calls a test process killed by SIGABRT (a C++ abort, e.g. in Slicer's reader) "suspicious";
+            # like its "segfault", the mutant crashed the tests
+            status = "segfault" if exit_code == -signal.SIGABRT else status_by_exit_code[exit_code]
             row = {"name": name, "module": module, "function": function, "status": status, "path": str(path)}
             if status not in DETECTED:
                 row["diff"] = get_diff_for_mutant(name, path=path)
