@@ -17,35 +17,10 @@ from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.detection.model_grid import ModelGrid, patient_frame
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
+from LandmarkInitResearch.evaluation.reacquire import permute_flip
 
 DIRECTION = Rotation.from_euler("zyx", [30, -20, 10], degrees=True).as_matrix() @ np.diag([-1.0, 1.0, 1.0])
 OBLIQUE = VolumeGeometry((11, 7, 5), np.array([0.7, 1.3, 2.5]), np.array([10.0, -30.0, 5.0]), DIRECTION)
-
-
-def restored(array_kji: np.ndarray, geometry: VolumeGeometry, order, flips):
-    """The same physical image stored another way: new index axis n is old axis ``order[n]``, reversed where
-    ``flips[n]``; the geometry changes with it so that every voxel keeps its RAS position."""
-    ijk = np.transpose(array_kji, (2, 1, 0)).transpose(order)
-    columns, origin = [], geometry.origin_ras.copy()
-    for n, (axis, flip) in enumerate(zip(order, flips, strict=True)):
-        step = geometry.direction_ras[:, axis] * geometry.spacing[axis]
-        if flip:
-            ijk = np.flip(ijk, n)
-            origin = origin + step * (geometry.size_ijk[axis] - 1)
-            step = -step
-        columns.append(step)
-    steps = np.stack(columns, axis=1)
-    spacing = np.linalg.norm(steps, axis=0)
-    new = VolumeGeometry(tuple(ijk.shape), spacing, origin, steps / spacing)
-    return np.ascontiguousarray(np.transpose(ijk, (2, 1, 0))), new
-
-
-def test_restored_volume_keeps_every_voxel_in_place():
-    array = np.arange(np.prod(OBLIQUE.array_shape), dtype=np.float32).reshape(OBLIQUE.array_shape)
-    new_array, new = restored(array, OBLIQUE, (2, 0, 1), (True, False, True))
-    assert new.size_ijk == (5, 11, 7)
-    k, j, i = np.argwhere(new_array == array[4, 3, 2])[0]  # the value of old voxel (2, 3, 4)
-    np.testing.assert_allclose(new.ijk_to_ras_points([i, j, k]), OBLIQUE.ijk_to_ras_points([2, 3, 4]), atol=1e-12)
 
 
 def test_patient_frame_exact_values():
@@ -78,13 +53,12 @@ def test_a_card_with_bad_axes_is_refused(tmp_path):
 
 def test_shipped_mr_detector_gives_the_same_points_however_the_image_is_stored():
     image = sitk.ReadImage(str(sample_case_dir() / "mr.nrrd"))
-    array, geometry = sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
     detector = open_detector(default_model_card("mr"))
-    reference = detector.detect_array(array, geometry).points_ras
+    reference = detector.detect_image(image).points_ras
     for order, flips in itertools.islice(
         zip(itertools.permutations(range(3)), itertools.cycle([(True, False, False), (False, True, True)])), 1, None
     ):
-        moved = detector.detect_array(*restored(array, geometry, order, flips)).points_ras
+        moved = detector.detect_image(permute_flip(image, order, flips)).points_ras  # the same physical image
         np.testing.assert_allclose(moved, reference, atol=1e-3, err_msg=f"axes {order}, flips {flips}")
 
 

@@ -15,6 +15,7 @@ from LandmarkInitLib.detection.model_grid import ModelGrid
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
+from LandmarkInitResearch.evaluation.reacquire import permute_flip
 from LandmarkInitResearch.training.data import (
     LandmarkDataset,
     LoadedVolume,
@@ -23,7 +24,6 @@ from LandmarkInitResearch.training.data import (
     random_rotation,
     us_appearance,
 )
-from test_patient_frame import restored
 
 
 def test_any_orientation_covers_rotations_and_reflections():
@@ -103,11 +103,10 @@ def test_shipped_us_detector_gives_the_same_points_however_the_image_is_stored()
 
 def _same_points_however_stored(card):
     image = sitk.ReadImage(str(sample_case_dir() / "us.nrrd"))
-    array, geometry = sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
     detector = open_detector(card)
-    reference = detector.detect_array(array, geometry).points_ras
+    reference = detector.detect_image(image).points_ras
     for order, flips in [((2, 0, 1), (False, True, False)), ((1, 2, 0), (True, True, True)), ((0, 1, 2), (1, 0, 0))]:
-        moved = detector.detect_array(*restored(array, geometry, order, flips)).points_ras
+        moved = detector.detect_image(permute_flip(image, order, flips)).points_ras
         np.testing.assert_allclose(moved, reference, atol=1e-3, err_msg=f"axes {order}, flips {flips}")
 
 

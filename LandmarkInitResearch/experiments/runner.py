@@ -5,8 +5,8 @@ An experiment file (JSON) holds a name, a description, ``variables`` (defaults; 
 them, e.g. fewer epochs for a quick run) and ``steps``. A step is a landmarkinit command (``command``: its argument
 list) with the ``outputs`` it must leave; ``{name}`` in either is replaced by a variable, ``{work}`` by the work
 folder, ``{models}`` by the shipped models folder and ``{here}`` by the experiment file's folder. Steps run in
-order, each in its own process; a step whose
-outputs all exist is skipped, so an interrupted experiment resumes where it stopped. Every step is recorded in
+order, each in its own process; a step whose outputs all exist is skipped, so an interrupted experiment resumes
+where it stopped. Every step is recorded in
 WORK/experiment_log.json (command, seconds, exit status, skipped or run) and what it printed in WORK/logs/STEP.log; a
 failing step stops the experiment.
 """

@@ -213,19 +213,17 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         coords, spread = self.network.run(x)
         return coords[0], spread[0]
 
-    def detect_array(self, array: np.ndarray, geometry: VolumeGeometry, frame: np.ndarray | None = None) -> Detection:
+    def detect_array(
+        self, array: np.ndarray, geometry: VolumeGeometry, frame: np.ndarray | None = None, image=None
+    ) -> Detection:
         """Detect in a volume given as numpy [k, j, i] with its geometry (RAS); ``frame``: the model grid's axes
-        (default: the card's choice for this volume, ModelGrid.frame_for)."""
+        (default: the card's choice for this volume, ModelGrid.frame_for); ``image``: the same volume as a
+        SimpleITK image, when the caller has made it already."""
         check_volume(array, f"the {self.card.modality.upper()} volume")
         t0 = time.perf_counter()
-        x, grid_geometry = prepare_input(
-            sitk_image(array, geometry),
-            geometry,
-            self.card.grid,
-            self.card.modality,
-            self.card.normalization,
-            frame=frame,
-        )
+        card = self.card
+        image = sitk_image(array, geometry) if image is None else image
+        x, grid_geometry = prepare_input(image, geometry, card.grid, card.modality, card.normalization, frame=frame)
         t1 = time.perf_counter()
         coords, spread = self.run_network(x)
         t2 = time.perf_counter()
@@ -324,9 +322,9 @@ class TwoStageDetector(VolumeDetector):
         """One view: (global Detection, refined L x 3 RAS points after the per-view steps, their spreads, seconds
         in global, in local)."""
         t0 = time.perf_counter()
-        coarse = self.global_stage.detect_array(array, geometry, frame)
+        image = sitk_image(array, geometry)  # one image for both stages
+        coarse = self.global_stage.detect_array(array, geometry, frame, image)
         t1 = time.perf_counter()
-        image = sitk_image(array, geometry)
         points, spread = coarse.points_ras, coarse.spread_mm
         for _ in range(self.iterations):
             points, spread = self.local_stage.refine(image, geometry, points, frame)
