@@ -45,7 +45,10 @@ def cmd_phantom(args) -> int:
         workers=args.workers,
         start=args.start,
         options=PhantomOptions(
-            probe=args.probe, partial_fraction=args.partial_fraction, rectum_lateral_mm=args.rectum_lateral
+            probe=args.probe,
+            partial_fraction=args.partial_fraction,
+            rectum_lateral_mm=args.rectum_lateral,
+            us_scanner=args.us_scanner,
         ),
         force=args.force,
         progress=not args.quiet,
@@ -298,6 +301,14 @@ def add_commands(sub) -> list[tuple[str, str]]:
         help="largest lateral offset of the rectum (and the TRUS probe in it) from the gland's mid-sagittal plane "
         "(default 4, the anatomical range; wider ranges make training data in which the rectum does not predict "
         "the posterior median)",
+    )
+    p.add_argument(
+        "--us-scanner",
+        choices=("standard", "site-b"),
+        default="standard",
+        help="TRUS acquisition settings: standard (the ranges the shipped models were trained on, default) or site-b "
+        "(end-fire, wider and deeper cone, more gain and dynamic range, coarser resolution: another site's scanner; "
+        "overrides --probe)",
     )
     p.add_argument(
         "--preview",

@@ -165,7 +165,12 @@ def test_an_existing_dataset_is_described_truly_and_never_replaced_without_force
     assert summary["written"] == [] and summary["skipped_existing"] == 1
     described = json.loads((out / "dataset.json").read_text())
     assert (described["count"], described["first_index"], described["last_index"], described["seed"]) == (2, 0, 1, 7)
-    assert described["options"] == {"probe": "end-fire", "partial_fraction": 0.0, "rectum_lateral_mm": 4.0}
+    assert described["options"] == {
+        "probe": "end-fire",
+        "partial_fraction": 0.0,
+        "rectum_lateral_mm": 4.0,
+        "us_scanner": "standard",
+    }
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     same = ["phantom", "-o", str(out), "--count", "1", "--seed", str(SEED), "--probe", "end-fire"]
     assert main([*same, "--partial-fraction", "0", "--quiet"]) == 0
@@ -379,3 +384,20 @@ def test_shipped_sample_case_is_a_complete_case():
     meta = json.loads((sample.parent / "dataset.json").read_text())
     assert (meta["seed"], meta["count"]) == (2026, 1)
     assert sum(p.stat().st_size for p in sample.iterdir()) < 5_000_000
+
+
+def test_another_sites_scanner_draws_settings_outside_the_standard_ranges():
+    """``--us-scanner site-b`` (a new site's scanner for the site-adaptation experiments): an end-fire probe with a
+    wider, deeper cone, more gain and dynamic range and a coarser PSF than any standard draw; the standard draws
+    are unchanged by its existence (same generator state, same values)."""
+    from LandmarkInitResearch.phantom.ultrasound import USParameters
+
+    standard = [USParameters.sample(np.random.default_rng(s)) for s in range(20)]
+    again = [USParameters.sample(np.random.default_rng(s), scanner="standard") for s in range(20)]
+    assert standard == again
+    for s in range(20):
+        p = USParameters.sample(np.random.default_rng(s), scanner="site-b")
+        assert p.probe == "end-fire" and 90 <= p.depth_mm <= 100 and 55 <= p.half_angle_deg <= 60
+        assert 8 <= p.gain_db <= 12 and 65 <= p.dynamic_range_db <= 75 and 1.5 <= p.psf_lateral_deg <= 2.0
+    assert max(p.depth_mm for p in standard) <= 80 and max(p.half_angle_deg for p in standard) <= 70
+    assert max(p.gain_db for p in standard) <= 4 and max(p.dynamic_range_db for p in standard) <= 60

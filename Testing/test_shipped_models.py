@@ -59,12 +59,14 @@ def test_shipped_models_find_the_sample_case_landmarks(modality):
     if detector.mirror_average:  # the global points reported are the mean over the volume and its mirror image
         image = sitk.ReadImage(str(case.images[modality]))
         array, geometry = sitk.GetArrayFromImage(image).astype(np.float32), VolumeGeometry.from_sitk_image(image)
-        grid = detector.card.stage_card("global").grid
-        frame = grid.frame_for(geometry)
-        mirror = Reflection.about_centre(geometry, grid.lateral_direction_ras(frame))
-        mirrored = LandmarkDetector(detector.card.stage_card("global")).detect_array(
-            array, mirror.geometry(geometry), frame
+        global_stage = LandmarkDetector(detector.card.stage_card("global"))
+        grid = global_stage.card.grid
+        # the frame is chosen once, on the volume (the probe's, found from the fan, for US), and kept for the mirror
+        frame = (
+            global_stage.detect_in_probe_frame(array, geometry)[1] if grid.in_probe_frame else grid.frame_for(geometry)
         )
+        mirror = Reflection.about_centre(geometry, grid.lateral_direction_ras(frame))
+        mirrored = global_stage.detect_array(array, mirror.geometry(geometry), frame)
         expected = (expected + mirror.points(mirrored.points_ras)) / 2
     np.testing.assert_allclose(expected, detection.global_points_ras, atol=1e-6)
     global_errors = np.linalg.norm(global_only.points_ras - truth, axis=1)

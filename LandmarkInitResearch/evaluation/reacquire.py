@@ -4,6 +4,10 @@ All functions take and return SimpleITK images (geometry in LPS, as ITK keeps it
 
 - :func:`permute_flip`: the same physical image with its voxel axes reordered and/or reversed: no resampling,
   every voxel keeps its value and its world position (spacing, direction and origin follow the voxels).
+- :func:`header_kept`: the voxel axes reordered and/or reversed while the header (spacing, direction, origin)
+  stays as it was: another vendor's or converter's axis order, written with the header the volume had. This is
+  another physical image (the anatomy turned, or mirrored when the reordering is a reflection); its detections
+  map back to the native image through the voxel indices (US, whose files carry no patient orientation).
 - :func:`oblique_reslice`: linear resampling onto a grid rotated about an oblique axis, same spacing, covering
   the whole volume (zero outside it).
 - :func:`clinical_series`: an MR series in a patient orientation (axial, sagittal, coronal) at clinical
@@ -19,6 +23,8 @@ import itertools
 import numpy as np
 
 AXES = "ijk"
+HEADER_KEPT = "vendor axis order, header kept (anatomy turned)"
+HEADER_KEPT_MIRRORED = "vendor axis order, header kept (anatomy mirrored)"
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 # Index-axis directions (LPS columns: first axis, second axis, slice normal) of a scanner's series, as DICOM's
@@ -72,6 +78,20 @@ def permute_flip(image, order, flips):
     out.SetDirection([float(v) for v in new_direction.ravel()])
     out.SetOrigin([float(v) for v in origin])
     return out
+
+
+def header_kept(image, order, flips):
+    """(the voxels of :func:`permute_flip` under the native header, a function mapping RAS points detected in it
+    to the native image's RAS: through the voxel index they sit at)."""
+    from LandmarkInitLib.geometry import VolumeGeometry
+
+    moved = permute_flip(image, order, flips)
+    same_physical = VolumeGeometry.from_sitk_image(moved)
+    moved.SetSpacing(image.GetSpacing())
+    moved.SetDirection(image.GetDirection())
+    moved.SetOrigin(image.GetOrigin())
+    kept = VolumeGeometry.from_sitk_image(moved)
+    return moved, lambda points_ras: same_physical.ijk_to_ras_points(kept.ras_to_ijk_points(points_ras))
 
 
 def rotation_matrix(axis, angle_deg: float) -> np.ndarray:
@@ -167,13 +187,23 @@ def slice_normal_lps(image) -> np.ndarray:
 
 
 def variants(image, modality: str):
-    """(family, name, image) of every re-acquisition ``evaluate-robustness`` measures for ``modality``."""
+    """(family, name, image, map of its RAS points to the native image's RAS or None: the same physical image)
+    of every re-acquisition ``evaluate-robustness`` measures for ``modality``."""
     for name, order, flips in axis_variants():
-        yield "axis order / flip (exact)", name, permute_flip(image, order, flips)
-    yield "oblique reslice", "20 deg about (1,1,1)", oblique_reslice(image)
+        yield "axis order / flip (exact)", name, permute_flip(image, order, flips), None
+    yield "oblique reslice", "20 deg about (1,1,1)", oblique_reslice(image), None
     if modality == "mr":
         for orientation in SERIES_DIRECTIONS_LPS:
-            yield "clinical series", f"{orientation} 0.55x0.55x3 mm", clinical_series(image, orientation)
+            yield "clinical series", f"{orientation} 0.55x0.55x3 mm", clinical_series(image, orientation), None
     else:
         for spacing in (0.3, 1.0):
-            yield "spacing", f"{spacing:g} mm isotropic", isotropic(image, spacing)
+            yield "spacing", f"{spacing:g} mm isotropic", isotropic(image, spacing), None
+        for name, order, flips in axis_variants():
+            mirrored = _parity(order) * np.prod(np.where(flips, -1, 1)) < 0
+            family = HEADER_KEPT_MIRRORED if mirrored else HEADER_KEPT
+            yield family, f"{name}, header kept", *header_kept(image, order, flips)
+
+
+def _parity(order) -> int:
+    """+1 for an even permutation of (0, 1, 2), -1 for an odd one."""
+    return int(round(np.linalg.det(np.eye(3)[list(order)])))

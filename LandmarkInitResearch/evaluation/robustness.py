@@ -23,7 +23,9 @@ from LandmarkInitResearch.evaluation import reacquire
 
 INVARIANCE_TARGET_MM = 1.0
 SERIES_RATIO_TARGET = 1.25
-SAME_IMAGE_FAMILIES = ("axis order / flip (exact)", "oblique reslice")
+# the same physical image; and another vendor's axis order turning the anatomy, which a US detector that finds the
+# probe from the image must follow as well (compared after mapping back through the voxel indices)
+SAME_IMAGE_FAMILIES = ("axis order / flip (exact)", "oblique reslice", reacquire.HEADER_KEPT)
 NATIVE = "native"
 
 
@@ -45,11 +47,15 @@ def evaluate_robustness(
             image = sitk.ReadImage(str(case.images[card.modality]))
             truth = case.landmarks(card.modality).ordered(LANDMARK_LABELS)
             native = detector.detect_image(image)
-            for family, name, variant in [(NATIVE, NATIVE, None), *reacquire.variants(image, card.modality)]:
+            for family, name, variant, to_native in [
+                (NATIVE, NATIVE, None, None),
+                *reacquire.variants(image, card.modality),
+            ]:
                 detection = native if variant is None else detector.detect_image(variant)
+                points = detection.points_ras if to_native is None else to_native(detection.points_ras)
                 row = rows.setdefault(name, {"family": family, "errors_mm": [], "displacement_mm": [], "flagged": 0})
-                row["errors_mm"].append(np.linalg.norm(detection.points_ras - truth, axis=1))
-                row["displacement_mm"].append(np.linalg.norm(detection.points_ras - native.points_ras, axis=1))
+                row["errors_mm"].append(np.linalg.norm(points - truth, axis=1))
+                row["displacement_mm"].append(np.linalg.norm(points - native.points_ras, axis=1))
                 row["flagged"] += bool(detection.flags)
         results[card.name] = {
             "card": str(card_path),
@@ -146,7 +152,9 @@ def write_report(results: dict, output_dir, *, data_description: str = "") -> Pa
         "new axis 1 old i reversed, ...); *oblique reslice*: linear, 20 deg about (1,1,1), same spacing; "
         "*clinical series* (MR): axial, sagittal, coronal at 0.55 x 0.55 x 3 mm, Gaussian slice profile "
         "(FWHM 3 mm), DICOM axis order (sagittal: i -> P, j -> I, slices toward R), int16; *spacing* (US): "
-        "0.3 and 1.0 mm isotropic, uint8.",
+        "0.3 and 1.0 mm isotropic, uint8; *vendor axis order, header kept* (US): the same 14 reorderings of the "
+        "voxels under the header the file had, so the anatomy turns (or is mirrored, when the reordering is a "
+        "reflection); detections are mapped back to the native image through the voxel indices.",
         "",
         "Invariance = largest distance, over cases and landmarks, between a variant's detection and the native "
         f"one. Targets (issue 22): <= {INVARIANCE_TARGET_MM:g} mm for the same physical image; clinical series "

@@ -32,6 +32,8 @@ class PhantomOptions:
     # largest lateral offset (mm) of the rectum, and so of the probe, from the posterior median; wider than the
     # anatomical default only as training data in which the rectum does not give away the landmark
     rectum_lateral_mm: float = 4.0
+    # TRUS acquisition settings: "standard", or a scanner of ultrasound.SCANNERS (settings no shipped model saw)
+    us_scanner: str = "standard"
 
 
 @dataclass
@@ -64,7 +66,9 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
     props = sample_properties(props_rng)
     mr_params = MRParameters.sample(mr_rng)
     probe = None if options.probe == "mixed" else options.probe
-    us_params = USParameters.sample(us_rng, probe=probe, partial_fraction=options.partial_fraction)
+    us_params = USParameters.sample(
+        us_rng, probe=probe, partial_fraction=options.partial_fraction, scanner=options.us_scanner
+    )
 
     mr_image, mr_gland, mr_geometry = render_mr(anatomy, props, mr_params, mr_rng)
     us_image, us_gland, us_geometry, deformation, probe_pose = render_us(anatomy, props, us_params, us_rng)
@@ -94,6 +98,7 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
         "index": int(index),
         "probe": us_params.probe,
         "partial_view": us_params.partial_view,
+        "us_scanner": options.us_scanner,
         "gland_fraction_in_us_field_of_view": round(gland_in_fov, 4),
         "landmarks_in_us_field_of_view": {lb: bool(v) for lb, v in zip(LANDMARK_LABELS, in_fov, strict=True)},
         "landmark_deformation_mm": {

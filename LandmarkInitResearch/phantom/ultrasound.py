@@ -20,7 +20,7 @@ interpolation), zero outside the fan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -64,7 +64,17 @@ class USParameters:
     partial_view: bool
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, probe: str | None = None, partial_fraction: float = 0.15) -> USParameters:
+    def sample(
+        cls,
+        rng: np.random.Generator,
+        probe: str | None = None,
+        partial_fraction: float = 0.15,
+        scanner: str = "standard",
+    ) -> USParameters:
+        """Random acquisition settings. ``scanner``: "standard" (the ranges all shipped models were trained on) or
+        one of SCANNERS, settings outside those ranges that stand in for another site's scanner."""
+        if scanner != "standard":
+            return SCANNERS[scanner](cls.sample(rng, "end-fire", partial_fraction), rng)
         u = rng.uniform
         probe = probe or ("end-fire" if rng.random() < 0.5 else "side-fire")
         axis = _random_unit(rng)
@@ -103,6 +113,26 @@ class USParameters:
         m[:3, :3] = Rotation.from_euler("xyz", self.rigid_euler_deg, degrees=True).as_matrix()
         m[:3, 3] = self.rigid_translation
         return m
+
+
+def _site_b(params: USParameters, rng: np.random.Generator) -> USParameters:
+    """Another site's scanner: an end-fire probe with a wider, deeper cone (half-angle 55-60 degrees, depth
+    90-100 mm, against 38-48 / 68-80), 8-12 dB more gain, 65-75 dB dynamic range (against 45-60) and a coarser
+    point-spread function (axial 0.5-0.7 mm, lateral 1.5-2 degrees, elevation 2-3 degrees)."""
+    u = rng.uniform
+    return replace(
+        params,
+        depth_mm=u(90.0, 100.0),
+        half_angle_deg=u(55.0, 60.0),
+        gain_db=u(8.0, 12.0),
+        dynamic_range_db=u(65.0, 75.0),
+        psf_axial_mm=u(0.5, 0.7),
+        psf_lateral_deg=u(1.5, 2.0),
+        psf_elevation_deg=u(2.0, 3.0),
+    )
+
+
+SCANNERS = {"site-b": _site_b}
 
 
 def _random_unit(rng):

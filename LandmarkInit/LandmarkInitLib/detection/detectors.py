@@ -27,6 +27,7 @@ from LandmarkInitLib.detection.preprocess import (
     prepare_patches,
     sitk_image,
 )
+from LandmarkInitLib.detection.probe_frame import FLAG_NO_FAN, candidate_frames, choose_frame
 from LandmarkInitLib.geometry import VolumeGeometry
 
 BACKENDS = ("onnx", "torchscript")
@@ -219,6 +220,10 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         """Detect in a volume given as numpy [k, j, i] with its geometry (RAS); ``frame``: the model grid's axes
         (default: the card's choice for this volume, ModelGrid.frame_for); ``image``: the same volume as a
         SimpleITK image, when the caller has made it already."""
+        if frame is None and self.card.grid.in_probe_frame:
+            detection, _, orientation_flags = self.detect_in_probe_frame(array, geometry, image)
+            detection.flags += orientation_flags
+            return detection
         check_volume(array, f"the {self.card.modality.upper()} volume")
         t0 = time.perf_counter()
         card = self.card
@@ -233,6 +238,27 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         )
         detection.flags = quality_flags(self.card, array, geometry, detection)
         return detection
+
+    def detect_in_probe_frame(
+        self, array: np.ndarray, geometry: VolumeGeometry, image=None
+    ) -> tuple[Detection, np.ndarray, list[str]]:
+        """(detection, frame, orientation flags) in the probe frame that the fan's shape and this network's
+        confidence choose (detection/probe_frame.py); the volume's own axes, flagged, when it shows no fan."""
+        check_volume(array, f"the {self.card.modality.upper()} volume")
+        t0 = time.perf_counter()
+        frames = candidate_frames(array, geometry)
+        if frames is None:
+            frame = self.card.grid.frame_for(geometry)
+            return self.detect_array(array, geometry, frame, image), frame, [FLAG_NO_FAN]
+        image = sitk_image(array, geometry) if image is None else image
+        detections = [self.detect_array(array, geometry, f, image) for f in frames]
+        own_axes = geometry.direction_ras
+        best, flag = choose_frame(
+            [np.mean(d.spread_mm) for d in detections], [np.trace(f.T @ own_axes) for f in frames]
+        )
+        detection = detections[best]
+        detection.seconds["total"] = time.perf_counter() - t0
+        return detection, frames[best], [flag] if flag else []
 
 
 class LocalRefiner(StageNetwork):
@@ -318,12 +344,13 @@ class TwoStageDetector(VolumeDetector):
         self.view_steps, self.final_steps, self.mirror_average = split_at_mirror(card.postprocessing)
         self.backend = self.global_stage.backend
 
-    def run_stages(self, array: np.ndarray, geometry: VolumeGeometry, frame: np.ndarray):
+    def run_stages(self, array: np.ndarray, geometry: VolumeGeometry, frame: np.ndarray, coarse=None, image=None):
         """One view: (global Detection, refined L x 3 RAS points after the per-view steps, their spreads, seconds
-        in global, in local)."""
+        in global, in local); ``coarse``: the global detection in ``frame`` when the caller has it already."""
         t0 = time.perf_counter()
-        image = sitk_image(array, geometry)  # one image for both stages
-        coarse = self.global_stage.detect_array(array, geometry, frame, image)
+        image = sitk_image(array, geometry) if image is None else image  # one image for both stages
+        if coarse is None:
+            coarse = self.global_stage.detect_array(array, geometry, frame, image)
         t1 = time.perf_counter()
         points, spread = coarse.points_ras, coarse.spread_mm
         for _ in range(self.iterations):
@@ -333,8 +360,13 @@ class TwoStageDetector(VolumeDetector):
 
     def detect_array(self, array: np.ndarray, geometry: VolumeGeometry) -> Detection:
         grid = self.global_stage.card.grid
-        frame = grid.frame_for(geometry)
-        coarse, points, spread, t_global, t_local = self.run_stages(array, geometry, frame)
+        coarse, orientation_flags, image = None, [], None
+        if grid.in_probe_frame:
+            image = sitk_image(array, geometry)
+            coarse, frame, orientation_flags = self.global_stage.detect_in_probe_frame(array, geometry, image)
+        else:
+            frame = grid.frame_for(geometry)
+        coarse, points, spread, t_global, t_local = self.run_stages(array, geometry, frame, coarse, image)
         if self.mirror_average:
             mirror = Reflection.about_centre(geometry, grid.lateral_direction_ras(frame))
             coarse_m, points_m, spread_m, tg, tl = self.run_stages(array, mirror.geometry(geometry), frame)
@@ -352,7 +384,7 @@ class TwoStageDetector(VolumeDetector):
         detection = self.detection(points, spread, {"global": t_global, "local": t_local, "total": t_global + t_local})
         detection.global_points_ras = coarse_points
         detection.flags = quality_flags(self.local_stage.spread_limit_card, array, geometry, detection)
-        detection.flags += [f"global stage: {f}" for f in coarse_flags if "spread" in f]
+        detection.flags += [f"global stage: {f}" for f in coarse_flags if "spread" in f] + orientation_flags
         moved = np.linalg.norm(points - coarse_points, axis=1)
         for label, distance in zip(self.card.landmarks, moved, strict=True):
             if distance > self.local_stage.trained_offset_mm:
@@ -387,7 +419,7 @@ def quality_flags(card: ModelCard, array: np.ndarray, geometry: VolumeGeometry, 
             flags.append(f"{label}: heatmap spread {s:.1f} mm exceeds {limit:.1f} mm (low confidence)")
         if not inside:
             flags.append(f"{label}: detected outside the volume")
-    if card.grid.axes is not None and lacks_geometry(geometry):
+    if card.grid.axes is not None and not card.grid.in_probe_frame and lacks_geometry(geometry):
         flags.append(FLAG_NO_ORIENTATION)
     if modality_mismatch(array, card.modality):
         flags.append(FLAG_NOT_ULTRASOUND if card.modality == "us" else FLAG_LOOKS_LIKE_ULTRASOUND)

@@ -6,6 +6,10 @@ the RAS directions of grid I, J, K) are either
 - the patient's axes, when the card's grid names them (``"axes": "LPS"``: grid I points to the patient's left, J
   posterior, K superior): the network then sees the same anatomy however the volume is stored (any voxel axis order
   or flip, axial, sagittal, coronal or oblique series of the same physical image); or
+- the TRUS probe's frame (``"axes": "probe"``: grid I lateral, J depth, K along the probe), which the detectors
+  find from the imaged fan (detection/probe_frame.py): US files carry no patient orientation, and their axis
+  order differs between vendors and converters. From the geometry alone (:meth:`ModelGrid.frame_for`: training
+  data, whose files are stored in the probe's frame, and volumes without a fan) it is the volume's own axes; or
 - the volume's own index axes (the volume's IJK-to-RAS direction columns, not permuted) when the card names none:
   the network sees the volume as it was stored (cards made before the patient frame).
 The frame is chosen once per volume (:meth:`ModelGrid.frame_for`) and passed on, so that the detectors' mirror
@@ -25,6 +29,7 @@ import numpy as np
 
 from LandmarkInitLib.geometry import VolumeGeometry
 
+PROBE_AXES = "PROBE"  # a card's grid "axes": "probe"
 # RAS direction of each patient-axis letter of a grid's "axes" code.
 PATIENT_DIRECTIONS = {
     "R": (1.0, 0.0, 0.0),
@@ -41,7 +46,10 @@ def patient_frame(axes: str) -> np.ndarray:
     unless it names each of the patient's three axes once."""
     code = str(axes).upper()
     if len(code) != 3 or any(c not in PATIENT_DIRECTIONS for c in code):
-        raise ValueError(f"grid axes {axes!r}: expected three letters from R/L, A/P, S/I such as 'LPS'")
+        raise ValueError(
+            f"grid axes {axes!r}: expected three letters from R/L, A/P, S/I such as 'LPS' (or 'probe' for a US grid "
+            "in the probe's frame)"
+        )
     frame = np.array([PATIENT_DIRECTIONS[c] for c in code]).T
     if abs(np.linalg.det(frame)) != 1.0:
         raise ValueError(f"grid axes {axes!r} name a patient axis twice: each of R/L, A/P, S/I must appear once")
@@ -54,13 +62,21 @@ class ModelGrid:
     spacing_mm: float
     axes: str | None = None  # patient axes code ("LPS"), or None: the volume's index axes
 
+    @property
+    def in_probe_frame(self) -> bool:
+        return self.axes == PROBE_AXES
+
     def frame_for(self, volume: VolumeGeometry) -> np.ndarray:
-        """The grid's axes on ``volume`` (3x3, columns RAS directions of grid I, J, K)."""
-        return volume.direction_ras.copy() if self.axes is None else patient_frame(self.axes)
+        """The grid's axes on ``volume`` as far as its geometry tells (3x3, columns RAS directions of grid I, J,
+        K); a probe-frame grid takes the volume's own axes here, the detectors find the probe's from the fan."""
+        if self.axes is None or self.in_probe_frame:
+            return volume.direction_ras.copy()
+        return patient_frame(self.axes)
 
     def lateral_direction_ras(self, frame: np.ndarray) -> np.ndarray:
         """The left-right direction the detectors' mirror view and axis plane use: the grid's I axis (the
-        patient's left-right in a patient frame; the volume's first index axis otherwise)."""
+        patient's left-right in a patient frame, the probe's lateral axis in the probe frame; the volume's first
+        index axis otherwise)."""
         return np.asarray(frame, dtype=float)[:, 0].copy()
 
     @property
@@ -115,11 +131,17 @@ class ModelGrid:
         return (first + (stride - 1) / 2.0 - (n - 1) / 2.0) * self.spacing_mm
 
     def to_dict(self) -> dict:
-        orientation = (
-            "volume index axes (IJK-to-RAS direction columns, not permuted)"
-            if self.axes is None
-            else f"patient axes: grid I, J, K point to {', '.join(self.axes)} (R/L, A/P, S/I), whatever the storage"
-        )
+        if self.axes is None:
+            orientation = "volume index axes (IJK-to-RAS direction columns, not permuted)"
+        elif self.in_probe_frame:
+            orientation = (
+                "the TRUS probe's frame: grid I lateral, J depth, K along the probe, found from the imaged fan "
+                "whatever the storage (LandmarkInitLib/detection/probe_frame.py)"
+            )
+        else:
+            orientation = (
+                f"patient axes: grid I, J, K point to {', '.join(self.axes)} (R/L, A/P, S/I), whatever the storage"
+            )
         return {
             "shape_ijk": list(self.shape_ijk),
             "spacing_mm": self.spacing_mm,
@@ -135,6 +157,7 @@ class ModelGrid:
     def from_dict(cls, d: dict) -> ModelGrid:
         axes = d.get("axes")
         if axes is not None:
-            patient_frame(axes)  # refuse a bad code when the card is read
             axes = str(axes).upper()
+            if axes != PROBE_AXES:
+                patient_frame(axes)  # refuse a bad code when the card is read
         return cls(tuple(int(v) for v in d["shape_ijk"]), float(d["spacing_mm"]), axes)
