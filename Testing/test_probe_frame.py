@@ -15,6 +15,7 @@ from LandmarkInitLib.detection.probe_frame import (
     FLAG_NO_FAN,
     candidate_frames,
     choose_frame,
+    convex_hull,
     hull_second_moments,
 )
 from LandmarkInitLib.geometry import VolumeGeometry
@@ -27,7 +28,9 @@ PROBE = Rotation.from_euler("xyz", [25.0, -40.0, 70.0], degrees=True).as_matrix(
 def test_hull_moments_of_a_box_are_exact():
     corners = np.array([[x, y, z] for x in (0.0, 4.0) for y in (-1.0, 2.0) for z in (3.0, 13.0)])
     inside = np.random.default_rng(0).uniform([0, -1, 3], [4, 2, 13], (200, 3))  # interior points change nothing
-    mean, covariance, _ = hull_second_moments(np.vstack([corners, inside]))
+    vertices, triangles = convex_hull(np.vstack([corners, inside]))
+    assert len(vertices) == 8 and len(triangles) == 12  # the interior points are not corners
+    mean, covariance = hull_second_moments(vertices, triangles)
     np.testing.assert_allclose(mean, [2.0, 0.5, 8.0], atol=1e-12)
     np.testing.assert_allclose(covariance, np.diag([16.0, 9.0, 100.0]) / 12.0, atol=1e-12)
 

@@ -46,26 +46,63 @@ def flag_ambiguous(best: float, runner_up: float) -> str:
     )
 
 
-def fan_boundary_ras(array: np.ndarray, geometry: VolumeGeometry) -> np.ndarray:
-    """RAS centres of the fan's boundary voxels: non-zero with a zero face neighbour or on the volume's border.
-    They have the same convex hull as the whole fan, and they are the same physical points however the voxel
-    axes are ordered or flipped, so the frame found from them is too."""
-    from scipy import ndimage
-
+def fan_corner_candidates_ras(array: np.ndarray, geometry: VolumeGeometry) -> np.ndarray:
+    """RAS centres of the fan voxels that can be corners of its convex hull: a corner lies between no two other
+    points, so it is the first or last non-zero voxel of its row along each of the three index axes. Rows map to
+    rows however the voxel axes are ordered or flipped, so these are the same physical points in any storage, and
+    the frame found from them is too."""
     fan = array != 0
-    boundary = fan & ~ndimage.binary_erosion(fan, border_value=0)
-    k, j, i = np.nonzero(boundary)
+    ends = np.ones_like(fan)
+    for axis in range(3):
+        n = fan.shape[axis]
+        index = np.arange(n).reshape([-1 if a == axis else 1 for a in range(3)])
+        first = np.where(fan, index, n).min(axis=axis, keepdims=True)
+        last = np.where(fan, index, -1).max(axis=axis, keepdims=True)
+        ends &= fan & ((index == first) | (index == last))
+    k, j, i = np.nonzero(ends)
     return geometry.ijk_to_ras_points(np.stack([i, j, k], axis=1).astype(float))
 
 
-def hull_second_moments(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
-    """(centroid, 3x3 covariance, scipy ConvexHull) of the solid convex hull of ``points``, exact: a sum over
-    the tetrahedra joining an interior point to each hull triangle."""
-    from scipy.spatial import ConvexHull
+def _sphere_directions(n: int) -> np.ndarray:
+    """``n`` unit vectors spread evenly over the sphere (Fibonacci lattice)."""
+    z = 1.0 - (2.0 * np.arange(n) + 1.0) / n
+    azimuth = np.pi * (3.0 - np.sqrt(5.0)) * np.arange(n)
+    r = np.sqrt(1.0 - z * z)
+    return np.stack([r * np.cos(azimuth), r * np.sin(azimuth), z], axis=1)
 
-    hull = ConvexHull(points)
-    apex = points[hull.vertices].mean(axis=0)
-    tri = points[hull.simplices] - apex  # (T, 3 corners, 3)
+
+def convex_hull(points: np.ndarray, directions: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices V x 3, triangles T x 3 indices) of the convex hull of the points that are extreme along
+    ``directions`` directions: corners of the hull, so the polytope they span is the hull up to the sampling of
+    its curved parts. VTK's 3-D Delaunay triangulation (alpha 0: the convex hull) on those few hundred points."""
+    from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkPolyData
+    from vtkmodules.vtkFiltersCore import vtkDelaunay3D
+    from vtkmodules.vtkFiltersGeometry import vtkDataSetSurfaceFilter
+
+    extreme = np.unique(np.argmax(points @ _sphere_directions(directions).T, axis=0))
+    vtk_points = vtkPoints()
+    vtk_points.SetData(numpy_to_vtk(np.ascontiguousarray(points[extreme], dtype=np.float64), deep=True))
+    cloud = vtkPolyData()
+    cloud.SetPoints(vtk_points)
+    delaunay = vtkDelaunay3D()
+    delaunay.SetInputData(cloud)
+    delaunay.SetAlpha(0.0)
+    surface = vtkDataSetSurfaceFilter()
+    surface.SetInputConnection(delaunay.GetOutputPort())
+    surface.Update()
+    hull = surface.GetOutput()
+    # the surface of a tetrahedralization: triangles only
+    triangles = vtk_to_numpy(hull.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    return vtk_to_numpy(hull.GetPoints().GetData()).astype(float), triangles
+
+
+def hull_second_moments(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centroid, 3x3 covariance) of the solid polyhedron bounded by ``triangles``, exact: a sum over the
+    tetrahedra joining an interior point to each triangle."""
+    apex = vertices.mean(axis=0)
+    tri = vertices[triangles] - apex  # (T, 3 corners, 3)
     volume = np.abs(np.einsum("ti,ti->t", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))) / 6.0
     corner_sum = tri.sum(axis=1)
     total = volume.sum()
@@ -73,7 +110,7 @@ def hull_second_moments(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, obj
     # second moment of a tetrahedron with one corner at the origin: V/20 (sum a a^T + s s^T), s = a + b + c
     second = np.einsum("t,tci,tcj->ij", volume, tri, tri) + np.einsum("t,ti,tj->ij", volume, corner_sum, corner_sum)
     covariance = second / 20.0 / total - np.outer(mean, mean)
-    return mean + apex, covariance, hull
+    return mean + apex, covariance
 
 
 def candidate_frames(array: np.ndarray, geometry: VolumeGeometry) -> np.ndarray | None:
@@ -81,14 +118,16 @@ def candidate_frames(array: np.ndarray, geometry: VolumeGeometry) -> np.ndarray 
     volume, or None when it shows no fan (too little zero background)."""
     if np.mean(array == 0) < MIN_BACKGROUND or np.count_nonzero(array) < 100:
         return None
-    _, covariance, hull = hull_second_moments(fan_boundary_ras(array, geometry))
+    vertices, triangles = convex_hull(fan_corner_candidates_ras(array, geometry))
+    _, covariance = hull_second_moments(vertices, triangles)
     _, vectors = np.linalg.eigh(covariance)
     depth, e1 = vectors[:, 0], vectors[:, 1]
     e2 = np.cross(depth, e1)
-    # fourfold moment of the faces' normals across depth, weighted by face area
-    normals = hull.equations[:, :3]
-    corners = hull.points[hull.simplices]
-    area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    # fourfold moment of the faces' normals across depth, weighted by face area (a normal's sign does not matter)
+    corners = vertices[triangles]
+    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    area = 0.5 * np.linalg.norm(cross, axis=1)
+    normals = cross / np.maximum(2.0 * area, 1e-12)[:, None]
     z = normals @ e1 + 1j * (normals @ e2)
     phi = np.angle(np.sum(area * z**4)) / 4.0
     frames = []
