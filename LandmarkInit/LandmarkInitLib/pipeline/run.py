@@ -62,12 +62,15 @@ def check_output_dir(output_dir: Path, force: bool, inputs=None) -> None:
 
 
 def _model_info(detector) -> dict:
-    """Which models ran: card, method, and the sha256 of every weights file behind it (both stages)."""
+    """Which models ran: card (its name, the sha256 of the card file, the folder it came from: "shipped" or a models
+    folder), method, and the sha256 of every weights file behind it (both stages)."""
+    from LandmarkInitLib.detection.models_folder import model_identity
+
     card = detector.card
     cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
     return {
         "card": str(card.path),
-        "name": card.name,
+        **model_identity(card),
         "method": card.data.get("method"),
         "backend": detector.backend,
         "postprocessing": card.postprocessing,
@@ -208,6 +211,7 @@ def run_case(
 
 
 def render_html(report: dict, figure: bool) -> str:
+    from LandmarkInitLib.detection.models_folder import describe_model
     from LandmarkInitLib.pipeline.overlay_figure import PLANE_MM, SCALE_MM
 
     esc = html.escape
@@ -247,6 +251,7 @@ def render_html(report: dict, figure: bool) -> str:
 {report["fit"]["conditioning"]:.2f}; weighting {esc(report["fit"]["weighting"])}.</p>
 <h2>MR_to_US (MR RAS to US RAS)</h2><pre>{matrix}</pre>
 {picture}
+<p>{"<br>".join(esc(describe_model(m, report["models"][m])) for m in ("mr", "us"))}</p>
 <p><small>{esc(report["synthetic_models"])}. LandmarkInit {esc(report["software"]["landmarkinit"])}.</small></p>
 </body></html>
 """
