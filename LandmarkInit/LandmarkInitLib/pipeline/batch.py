@@ -302,6 +302,7 @@ def run_batch(source, output_root, options: RunOptions, *, workers: int = 1, das
     (KeyboardInterrupt, re-raised), the workers are stopped and the unfinished cases of this run leave nothing."""
     from tqdm import tqdm
 
+    _model_now.cache_clear()  # a models folder may have changed since an earlier batch of this process
     specs = read_cases(source)
     output_root = Path(output_root)
     output_root.mkdir(parents=True, exist_ok=True)

@@ -243,6 +243,7 @@ def render_html(report: dict, figure: bool) -> str:
 <html><head><meta charset="utf-8"><title>LandmarkInit report</title></head><body>
 <h1>LandmarkInit: MR-to-US initialization</h1>
 <p>MR: {esc(report["inputs"]["mr"])}<br>US: {esc(report["inputs"]["us"])}</p>
+<p>{"<br>".join(esc(describe_model(m, report["models"][m])) for m in ("mr", "us"))}</p>
 <h2>Quality: {status}</h2><ul>{flags}</ul>
 <h2>Landmarks (RAS mm)</h2>
 <table border="1" cellpadding="3"><tr><th>volume</th><th>landmark</th><th>RAS</th><th>spread (mm)</th></tr>
@@ -251,7 +252,6 @@ def render_html(report: dict, figure: bool) -> str:
 {report["fit"]["conditioning"]:.2f}; weighting {esc(report["fit"]["weighting"])}.</p>
 <h2>MR_to_US (MR RAS to US RAS)</h2><pre>{matrix}</pre>
 {picture}
-<p>{"<br>".join(esc(describe_model(m, report["models"][m])) for m in ("mr", "us"))}</p>
 <p><small>{esc(report["synthetic_models"])}. LandmarkInit {esc(report["software"]["landmarkinit"])}.</small></p>
 </body></html>
 """
