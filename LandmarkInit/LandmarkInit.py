@@ -7,6 +7,7 @@ onnxruntime is installed on first use, with the user's consent (LandmarkInitLib/
 
 import logging
 import os
+import pathlib
 from typing import Annotated
 
 import qt
@@ -81,6 +82,7 @@ class LandmarkInitParameterNode:
     mrVolume: vtkMRMLScalarVolumeNode
     usVolume: vtkMRMLScalarVolumeNode
     detector: Annotated[str, Choice(list(DETECTOR_CHOICES))] = DEFAULT_DETECTOR
+    modelsFolder: pathlib.Path  # empty: the shipped models (LandmarkInitLib/detection/models_folder.py)
     mrLandmarks: vtkMRMLMarkupsFiducialNode
     usLandmarks: vtkMRMLMarkupsFiducialNode
     outputTransform: vtkMRMLLinearTransformNode
@@ -191,6 +193,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.mrVolume,
             p.usVolume,
             detector=p.detector,
+            models_folder=p.modelsFolder,
             mode=p.fitMode,
             auto_update=p.autoUpdate,
             mr_node=p.mrLandmarks,
@@ -228,6 +231,7 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.session is None:
             self._openSession()
         self.session.detector, self.session.backend = p.detector, backend
+        self.session.models_folder = p.modelsFolder
         edited = self.session.edits_detection_would_overwrite()
         overwrite = False
         if edited:
@@ -372,7 +376,8 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         was = self.ui.applyButton.blockSignals(True)  # showing the state must not re-apply it
         self.ui.applyButton.checked = s.applied
         self.ui.applyButton.blockSignals(was)
-        self._showStatus(s.status, error=s.live is not None and s.live.error is not None)
+        status = s.status + (f"\n{s.models_text}" if s.models_text else "")  # which models made the detections
+        self._showStatus(status, error=s.live is not None and s.live.error is not None)
         flags = s.qa_flags if s.live is not None else []
         self.ui.qaLabel.text = (
             ("<b style='color:#d35400'>Review recommended:</b><br>" + "<br>".join(flags) if flags else "")

@@ -192,3 +192,33 @@ def test_app_refuses_unreadable_inputs_in_one_line(tmp_path):
         assert (
             r.stderr == f"landmarkinit app: error: {path} cannot be read (Permission denied); check its permissions\n"
         )
+
+
+def test_the_models_folder_setting_is_used_at_the_next_detect_and_named(app, tmp_path):
+    from test_models_folder import fast_folder
+
+    assert app.state.models_text.startswith("MR model: mr_landmarks_two-stage (shipped, card sha256 ")
+    site = fast_folder(tmp_path / "site", "mr")
+    try:
+        app.state.models_folder = str(site)
+        asyncio.run(app.detect(True))
+        assert app.state.error_message == "" and app.state.detected
+        assert app.state.models_text.startswith(f"MR model: mr_landmarks_g2l-global (from {site}, card sha256 ")
+        assert "; US model: us_landmarks_two-stage (shipped, card sha256 " in app.state.models_text
+        app.state.models_folder = str(tmp_path / "nowhere")
+        asyncio.run(app.detect(True))
+        assert app.state.error_message.startswith(f"Detect failed: models folder {tmp_path / 'nowhere'} does not exist")
+        assert "(from " in app.state.models_text  # still the models of the detections shown
+    finally:
+        app.state.models_folder = ""
+        asyncio.run(app.detect(True))
+    assert app.state.models_text.startswith("MR model: mr_landmarks_two-stage (shipped, card sha256 ")
+
+
+def test_app_refuses_a_models_folder_it_cannot_use_before_starting(tmp_path, capsys):
+    from LandmarkInitLib.cli import main
+
+    assert main(["app", "--models", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"landmarkinit app: error: models folder {tmp_path / 'nowhere'} does not exist;")
+    assert err.count("\n") == 1

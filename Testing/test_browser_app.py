@@ -160,6 +160,8 @@ def test_detect_drag_save_in_the_browser(page, output_root):
     assert set(state["view_points"]) == set(VIEWS)
     page.get_by_role("button", name="Apex", exact=True).wait_for()
     assert "detected with onnx" in page.inner_text("body")  # the page says which runtime ran
+    assert page.inner_text("#lm-models").startswith("MR model: mr_landmarks_two-stage (shipped, card sha256 ")
+    assert page.get_by_test_id("models-folder").is_visible()  # the Models folder setting is in the panel
     matrix_detected = np.array(state["matrix"])
 
     detected = save_to(page, output_root, "detected")

@@ -5,6 +5,7 @@ registration conventions."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -400,6 +401,8 @@ def test_model_info_lists_every_weights_file_of_the_card():
     assert info == {
         "card": str(models / "mr_landmarks.json"),
         "name": two_stage["name"],
+        "card_sha256": hashlib.sha256((models / "mr_landmarks.json").read_bytes()).hexdigest(),
+        "folder": "shipped",
         "method": two_stage["method"],
         "backend": "torchscript",
         "postprocessing": two_stage["postprocessing"],
@@ -504,8 +507,16 @@ def test_render_html_shows_every_part_of_the_report():
         "inputs": {"mr": "a&b/mr.nrrd", "us": "us.nrrd"},
         "synthetic_models": "synthetic",
         "software": {"landmarkinit": "9.9"},
+        "models": {
+            "mr": {"name": "m<r", "card_sha256": "0123456789abcdef", "folder": "/site&x"},
+            "us": {"name": "u", "card_sha256": "f" * 64, "folder": "shipped"},
+        },
     }
     page = render_html(report, figure=True)
+    assert (
+        "<p>MR model: m&lt;r (from /site&amp;x, card sha256 0123456789ab)<br>"
+        "US model: u (shipped, card sha256 ffffffffffff)</p>" in page
+    )
     assert "<h2>Quality: REVIEW RECOMMENDED</h2><ul><li>US: fan &lt;edge&gt;</li><li>second</li></ul>" in page
     assert "<tr><td>MR</td><td>apex</td><td>1.2, -2.0, 3.0</td><td>1.3</td></tr>" in page
     assert "<tr><td>MR</td><td>a&lt;b</td><td>2.2, -2.0, 3.0</td><td>-</td></tr>" in page

@@ -31,6 +31,7 @@ CONNECTABLE = {
     "node": {"qMRMLNodeComboBox"},
     "bool": {"QCheckBox", "ctkCheckBox"},
     "choice": {"QComboBox", "ctkComboBox"},
+    "path": {"ctkPathLineEdit", "ctkDirectoryButton"},
 }
 
 
@@ -52,6 +53,8 @@ def parameters():
                         out[item.target.id] = ("bool", None)
                     elif "Choice(" in text:
                         out[item.target.id] = ("choice", None)
+                    elif text == "pathlib.Path":
+                        out[item.target.id] = ("path", None)
                     elif text.startswith("vtkMRML"):
                         out[item.target.id] = ("node", text)
                     else:
@@ -100,7 +103,8 @@ def test_parameter_defaults_are_valid_choices():
     assert DEFAULT_DETECTOR in DETECTOR_CHOICES
     assert "rigid" in FIT_MODES
     assert set(parameters()) == {
-        "mrVolume", "usVolume", "detector", "mrLandmarks", "usLandmarks", "outputTransform", "fitMode", "autoUpdate",
+        "mrVolume", "usVolume", "detector", "modelsFolder", "mrLandmarks", "usLandmarks", "outputTransform",
+        "fitMode", "autoUpdate",
     }
 
 

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from LandmarkInitLib.detection.models_folder import (
+    check_models_folder,
+    describe_model,
+    model_identity,
+    models_folder_or_none,
+)
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError, LandmarkLabelError
 from LandmarkInitLib.fit.live import LiveRegistration
 from LandmarkInitLib.io.markups import create_landmarks_node, find_point_index, style_landmarks_node
@@ -105,14 +111,17 @@ class LandmarkSession:
         transform_node=None,
         qa_thresholds: dict | None = None,
         threads: int | None = None,
+        models_folder=None,
     ):
         self.context, self.mr_volume, self.us_volume = context, mr_volume, us_volume
         self._detector, self._backend, self.threads = detector, backend, threads
         self.weighting, self._mode, self._auto_update = weighting, mode, auto_update
         self.mr_node, self.us_node, self.transform_node = mr_node, us_node, transform_node
         self._detectors = detectors
+        self._models_folder = models_folder_or_none(models_folder)
         self._qa_thresholds = qa_thresholds
         self.detections: dict = {}  # modality -> runtime.Detection of the last run of this session
+        self.model_identities: dict = {}  # modality -> models_folder.model_identity of the model that made it
         self.live: LiveRegistration | None = None
         self.messages: list[str] = []  # notes of the last action (e.g. locked points left in place)
         self._listeners: list[Callable[[LandmarkSession], None]] = []
@@ -128,10 +137,32 @@ class LandmarkSession:
     @property
     def detectors(self) -> Detectors:
         if self._detectors is None:
+            # A models folder's cards replace the chosen detector's for the modalities it holds.
+            folder = check_models_folder(self._models_folder)
             self._detectors = Detectors.open(
-                detector_card(self._detector, "mr"), detector_card(self._detector, "us"), self._backend, self.threads
+                folder.get("mr") or detector_card(self._detector, "mr"),
+                folder.get("us") or detector_card(self._detector, "us"),
+                self._backend,
+                self.threads,
             )
         return self._detectors
+
+    @property
+    def models_folder(self):
+        """The models folder (detection/models_folder.py) or None (the shipped models); checked, and taking effect,
+        at the next detect."""
+        return self._models_folder
+
+    @models_folder.setter
+    def models_folder(self, value) -> None:
+        value = models_folder_or_none(value)
+        if value != self._models_folder:
+            self._models_folder, self._detectors = value, None
+
+    @property
+    def models_text(self) -> str:
+        """Which models made the current detections, for a status line ("" before a detection of this session)."""
+        return "; ".join(describe_model(m, identity) for m, identity in self.model_identities.items())
 
     @property
     def detector(self) -> str:
@@ -199,6 +230,7 @@ class LandmarkSession:
         report(0.95, "Updating the scene")  # last chance to cancel: the scene is changed from here on
         self.messages = []
         self.detections = {"mr": mr, "us": us}
+        self.model_identities = {m: model_identity(getattr(self.detectors, m).card) for m in ("mr", "us")}
         self._write_detection("mr", mr)
         self._write_detection("us", us)
         self._weights = dict(zip(mr.labels, (float(w) for w in init.weights), strict=True))

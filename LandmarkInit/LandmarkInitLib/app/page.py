@@ -125,7 +125,19 @@ def _panel(app) -> None:
     with html.Div(classes="pa-2"):
         html.Div("MR: {{ volume_names.mr }}", classes="text-caption")
         html.Div("US: {{ volume_names.us }}", classes="text-caption")
+        # A site's own detectors (detection/models_folder.py); read, checked and used at the next Detect.
+        v.VTextField(
+            v_model=("models_folder",),
+            label="Models folder on the server (empty: the shipped models)",
+            title="A folder with mr_landmarks.json and/or us_landmarks.json (as finetune writes it); "
+            "used from the next Detect",
+            density="compact",
+            hide_details=True,
+            classes="mt-2",
+            **_test_id("models-folder"),
+        )
         html.Div("{{ status }}", classes="text-body-2 my-2", id="lm-status")
+        html.Div("{{ models_text }}", v_if="models_text", classes="text-caption mb-2", id="lm-models")
         with v.VTable(density="compact", classes="lm-table", v_if="detected"):
             with html.Thead(), html.Tr():
                 for title, tip in (

@@ -20,6 +20,7 @@ from LandmarkInitLib.app import page
 from LandmarkInitLib.app.inputs import check_readable, load_input, load_upload
 from LandmarkInitLib.app.slicer_app import create_runtime
 from LandmarkInitLib.app.views import AppViews, layout_definition, point_in_view, registered_mr_node
+from LandmarkInitLib.detection.models_folder import check_models_folder, models_folder_or_none
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
 from LandmarkInitLib.io.datasets import CASE_FILES
 from LandmarkInitLib.io.output_files import SAVED_FILES
@@ -40,6 +41,7 @@ class LandmarkInitApp(TrameApp):
         detectors: Detectors | None = None,
         backend: str = "auto",
         threads: int | None = None,
+        models=None,
     ):
         super().__init__(server=server)
         from trame_slicer.core import LayoutManager
@@ -54,6 +56,7 @@ class LandmarkInitApp(TrameApp):
         self.detectors = detectors
         self.backend = backend  # "auto": TorchScript when torch is installed, else ONNX
         self.threads = threads
+        self.models_folder = models_folder_or_none(models)  # the folder self.detectors were opened with
         self.volumes = {"mr": None, "us": None}
         self.fused_mr = None
         self.session: LandmarkSession | None = None
@@ -83,6 +86,8 @@ class LandmarkInitApp(TrameApp):
                 "rms_text": "",
                 "status": "Load an MR and a US volume, then press Detect",
                 "qa_flags": [],
+                "models_folder": "" if self.models_folder is None else str(self.models_folder),
+                "models_text": "",
                 "orientation": "Axial",
                 "fused_opacity": 0.5,
                 "output_root": str(self.output_root),
@@ -147,14 +152,25 @@ class LandmarkInitApp(TrameApp):
                 {"busy": True, "progress": 0, "progress_message": "Starting", "error_message": "", "confirm": False}
             )
         await asyncio.sleep(0.05)  # let the page show the progress bar before the detectors block the loop
+        folder = models_folder_or_none(self.state.models_folder)
+        if folder != self.models_folder:  # the page's Models folder changed: open its detectors at this Detect
+            self.models_folder, self.detectors = folder, None
         try:
             if self.session is None:
                 self.session = LandmarkSession(
-                    self.context, mr, us, detectors=self.detectors, backend=self.backend, threads=self.threads
+                    self.context,
+                    mr,
+                    us,
+                    detectors=self.detectors,
+                    backend=self.backend,
+                    threads=self.threads,
+                    models_folder=folder,
                 )
                 self.session.add_listener(self._on_refit)
+            self.session.models_folder = folder
             self.session.detect(progress=self._progress, overwrite_edits=overwrite_edits)
             self.detectors = self.session.detectors
+            self.state.models_text = self.session.models_text
         except UnsavedEditsError as e:
             self._show_error(f"Not detected: {e}")
             self.state.confirm = True
@@ -326,6 +342,7 @@ class LandmarkInitApp(TrameApp):
                     self.context.scene.RemoveNode(node)
             self.session = None
         self.state.update({"detected": False, "rows": [], "matrix": [], "rms_text": "", "qa_flags": []})
+        self.state.models_text = ""
         self.state.update({"view_points": {}, "saved_files": []})
 
 
@@ -354,6 +371,7 @@ def serve(
     open_browser=False,
     backend="auto",
     threads=None,
+    models=None,
 ):
     """Start the app (blocking); prints the URL once the server listens. Without volumes: the sample pair."""
     from LandmarkInitLib.resources import sample_case_dir
@@ -366,8 +384,9 @@ def serve(
         raise LandmarkFileError(f"--output-dir {output_dir} is a file; give a folder (created at the first Save)")
     for path in (mr, us):  # these checks fail in a second, not after the runtime is built
         check_readable(path)
+    check_models_folder(models)
     check_can_listen(host, port)
-    app = LandmarkInitApp(output_dir=output_dir, backend=backend, threads=threads)
+    app = LandmarkInitApp(output_dir=output_dir, backend=backend, threads=threads, models=models)
     app.load_paths(mr, us)
 
     def announce(**_):

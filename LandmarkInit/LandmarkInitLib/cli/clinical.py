@@ -77,6 +77,7 @@ def cmd_detect(args) -> int:
     import SimpleITK as sitk
 
     from LandmarkInitLib.detection.detectors import modality_mismatch, open_detector
+    from LandmarkInitLib.detection.models_folder import describe_model, model_identity, resolve_cards
     from LandmarkInitLib.io.images import read_image
     from LandmarkInitLib.io.markups import create_landmarks_node, write_landmarks_file
     from LandmarkInitLib.io.output_files import DETECTION_SIDECAR_SUFFIX, check_distinct_paths, check_writable
@@ -93,7 +94,7 @@ def cmd_detect(args) -> int:
     )
     check_writable(args.output, args.force)
     check_writable(sidecar, args.force)
-    card = args.model or default_model_card(args.modality)
+    card = args.model or resolve_cards(args.models)[args.modality] or default_model_card(args.modality)
     detector = open_detector(card, backend=args.backend, threads=args.threads)
     if detector.card.modality != args.modality:
         raise LandmarkInitError(
@@ -114,11 +115,15 @@ def cmd_detect(args) -> int:
         if not math.isnan(spread):  # direct regression models give no spread
             node.SetNthControlPointDescription(i, f"{node.GetNthControlPointDescription(i)}; spread {spread:.1f} mm")
     write_landmarks_file(context, node, args.output, force=args.force)
-    write_json({**detection.as_dict(), "volume": str(args.volume), "model_card": str(card)}, sidecar, force=args.force)
+    identity = model_identity(detector.card)
+    sidecar_data = {**detection.as_dict(), "volume": str(args.volume), "model_card": str(card)}
+    sidecar_data |= {"model_card_sha256": identity["card_sha256"], "model_folder": identity["folder"]}
+    write_json(sidecar_data, sidecar, force=args.force)
     for label, p, s in zip(detection.labels, detection.points_ras, detection.spread_mm, strict=True):
         print(f"{label:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}   spread {s:5.1f} mm")
     for flag in detection.flags:
         print(f"warning: {flag}", file=sys.stderr)
+    print(describe_model(args.modality, identity))
     print(f"wrote {args.output} and {sidecar.name} ({detection.backend}, {detection.seconds['total']:.2f} s)")
     return EXIT_OK
 
@@ -161,6 +166,7 @@ def cmd_run(args) -> int:
     options = RunOptions(
         mr_model=str(args.mr_model) if args.mr_model else None,
         us_model=str(args.us_model) if args.us_model else None,
+        models=str(args.models) if args.models else None,
         weighting=args.weighting,
         refine=args.refine,
         qa_thresholds=str(args.qa_thresholds) if args.qa_thresholds else None,
@@ -168,11 +174,14 @@ def cmd_run(args) -> int:
         threads=args.threads,
         backend=args.backend,
     )
+    from LandmarkInitLib.detection.models_folder import check_models_folder
     from LandmarkInitLib.io.output_files import check_folder_writable
     from LandmarkInitLib.pipeline.quality import load_thresholds
 
-    # Before any work: a bad thresholds file or an output folder that cannot be written fails here, once.
+    # Before any work: a bad thresholds file or models folder, or an output folder that cannot be written fails
+    # here, once.
     qa_thresholds = load_thresholds(options.qa_thresholds)
+    check_models_folder(options.models)
     check_folder_writable(args.output_dir)
     if args.cases is not None:
         try:
@@ -190,17 +199,19 @@ def cmd_run(args) -> int:
         if summary["counts"]["failed"]:
             return EXIT_FAILURE
         return EXIT_REVIEW if summary["counts"]["review"] else EXIT_OK
+    from LandmarkInitLib.detection.models_folder import describe_detectors
     from LandmarkInitLib.pipeline.initialize import Detectors
     from LandmarkInitLib.pipeline.run import check_output_dir, run_case
 
     inputs = {"--mr": args.mr, "--us": args.us, "--qa-thresholds": args.qa_thresholds}
     inputs.update({"--mr-model": args.mr_model, "--us-model": args.us_model})
     check_output_dir(args.output_dir, args.force, inputs)  # before any work; creates nothing
+    detectors = Detectors.open(options.mr_model, options.us_model, options.backend, options.threads, options.models)
     result = run_case(
         args.mr,
         args.us,
         args.output_dir,
-        detectors=Detectors.open(options.mr_model, options.us_model, options.backend, options.threads),
+        detectors=detectors,
         weighting=args.weighting,
         refine=args.refine,
         qa_thresholds=qa_thresholds,
@@ -212,6 +223,7 @@ def cmd_run(args) -> int:
             p = lm["ras"]
             print(f"{modality.upper()} {lm['label']:<18s} RAS {p[0]:8.2f} {p[1]:8.2f} {p[2]:8.2f}")
     print(f"fit RMS {report['fit']['rms_mm']:.2f} mm, {report['seconds']['total_with_files']:.2f} s")
+    print(describe_detectors(detectors))
     for flag in result.quality.flags:
         print(f"review: {flag}", file=sys.stderr)
     print(f"wrote {', '.join(report['files'])} to {args.output_dir}")
@@ -230,6 +242,7 @@ def cmd_app(args) -> int:
         open_browser=args.open,
         backend=args.backend,
         threads=args.threads,
+        models=args.models,
     )
     return EXIT_OK
 
@@ -323,7 +336,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "Detect apex, bladder neck and posterior median on an MR or US volume and write them as Slicer markups "
         "(.mrk.json, spread in each point's description) plus a sidecar OUTPUT.detection.json (spreads, quality "
         "flags, backend, timing).",
-        [shared.runtime(), shared.force()],
+        [shared.runtime(), shared.models_folder(), shared.force()],
     )
     p.add_argument(
         "--volume", required=True, type=Path, help="volume file (.nrrd, .nii, .nii.gz, .mha) or DICOM series folder"
@@ -334,7 +347,11 @@ def add_commands(sub) -> list[tuple[str, str]]:
         action="store_true",
         help="detect even if the volume's intensities look like the other modality (flagged in the output)",
     )
-    p.add_argument("--model", type=Path, help="model card JSON (default: the shipped model of the modality)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="model card JSON (default: the --models folder's or the shipped model of the modality)",
+    )
     p.add_argument("--output", required=True, type=Path, help="landmarks file to write (.mrk.json)")
     p.set_defaults(func=cmd_detect)
 
@@ -368,6 +385,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "MetaImage or a DICOM folder) can also be loaded from the page.",
         [
             shared.runtime(default_backend="auto"),
+            shared.models_folder(),
             shared.output_dir(
                 required=False, default="landmarkinit-output", help="folder Save writes into (or a subfolder)"
             ),

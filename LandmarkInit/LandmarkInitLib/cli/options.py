@@ -71,11 +71,30 @@ def _add_threads(container, default: int | None) -> None:
 
 
 def models() -> argparse.ArgumentParser:
-    """The detectors of a pair: ``--mr-model`` and ``--us-model`` (model cards)."""
+    """The detectors of a pair: ``--mr-model`` and ``--us-model`` (model cards), and ``--models`` (a folder)."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--mr-model", type=Path, metavar="CARD", help="MR model card (default: the shipped one)")
     p.add_argument("--us-model", type=Path, metavar="CARD", help="US model card (default: the shipped one)")
+    _add_models_folder(p, "--mr-model/--us-model win over it for their modality")
     return p
+
+
+def models_folder() -> argparse.ArgumentParser:
+    """``--models DIR`` alone, for commands that choose their detectors otherwise (detect: --model; app)."""
+    p = argparse.ArgumentParser(add_help=False)
+    _add_models_folder(p)
+    return p
+
+
+def _add_models_folder(container, note: str = "") -> None:
+    container.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="models folder: its mr_landmarks.json / us_landmarks.json (e.g. written by finetune) replace the shipped "
+        "card of their modality, a modality it lacks keeps the shipped one; checked (modality, stage cards, weights "
+        "checksums) before anything runs" + (f"; {note}" if note else ""),
+    )
 
 
 def output_dir(required: bool = True, default=None, help: str = "folder for the outputs") -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import multiprocessing
 import os
@@ -44,6 +45,7 @@ class CaseSpec:
 class RunOptions:
     mr_model: str | None = None
     us_model: str | None = None
+    models: str | None = None  # a models folder (detection/models_folder.py); mr_model/us_model win over it
     weighting: str = DEFAULT_WEIGHTING
     refine: bool = False
     qa_thresholds: str | None = None
@@ -112,14 +114,30 @@ def _earlier_result(out: Path) -> dict | None:
     return report if complete and verdict else None
 
 
-def _model_weights(card_path, modality: str) -> list[dict]:
-    """The weights files behind a model card, as report.json's ``models`` lists them (pipeline.run._model_info)."""
+@functools.lru_cache(maxsize=8)  # a resumed batch asks for every case; the folder's checksums are checked once
+def _model_now(options: RunOptions, modality: str) -> dict:
+    """The model a case would run now, as report.json's ``models`` records it (pipeline.run._model_info): the
+    weights files behind the card, the card file's sha256 and the folder it comes from."""
     from LandmarkInitLib.detection.model_card import load_card
+    from LandmarkInitLib.detection.models_folder import model_identity, resolve_cards
     from LandmarkInitLib.resources import default_model_card
 
-    card = load_card(card_path or default_model_card(modality))
+    card = load_card(
+        resolve_cards(options.models, options.mr_model, options.us_model)[modality] or default_model_card(modality)
+    )
     cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
-    return [{"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()]
+    weights = [
+        {"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()
+    ]
+    return {"weights": weights, **model_identity(card)}
+
+
+def _same_model(earlier: dict, now: dict) -> bool:
+    """Same weights, and (when the earlier report records them: not before the models folder) the same card file
+    from the same folder: a change of models folder redoes the cases even if it holds the same weights."""
+    return earlier["weights"] == now["weights"] and all(
+        earlier.get(key, now[key]) == now[key] for key in ("card_sha256", "folder")
+    )
 
 
 def _why_outdated(report: dict, spec: CaseSpec, options: RunOptions) -> str | None:
@@ -156,10 +174,12 @@ def _compare(report: dict, spec: CaseSpec, options: RunOptions) -> str | None:
                 report["quality"]["thresholds"],
                 json.loads(json.dumps(load_thresholds(options.qa_thresholds))),
             ),
-            ("MR model", report["models"]["mr"]["weights"], _model_weights(options.mr_model, "mr")),
-            ("US model", report["models"]["us"]["weights"], _model_weights(options.us_model, "us")),
         )
         if earlier != now
+    ] + [
+        f"{modality.upper()} model"
+        for modality in ("mr", "us")
+        if not _same_model(report["models"][modality], _model_now(options, modality))
     ]
     return f"settings changed since the earlier result ({', '.join(changed)})" if changed else None
 
@@ -198,9 +218,11 @@ def run_one(spec: CaseSpec, output_root: str, options: RunOptions) -> dict:
                     "flags": earlier["quality"]["flags"],
                     "resumed": True,
                 }
-        key = (options.mr_model, options.us_model, options.backend, options.threads)
+        key = (options.mr_model, options.us_model, options.models, options.backend, options.threads)
         if key not in _DETECTORS:
-            _DETECTORS[key] = Detectors.open(options.mr_model, options.us_model, options.backend, options.threads)
+            _DETECTORS[key] = Detectors.open(
+                options.mr_model, options.us_model, options.backend, options.threads, models=options.models
+            )
         thresholds = load_thresholds(options.qa_thresholds)
         result = run_case(
             spec.mr,
@@ -280,6 +302,7 @@ def run_batch(source, output_root, options: RunOptions, *, workers: int = 1, das
     (KeyboardInterrupt, re-raised), the workers are stopped and the unfinished cases of this run leave nothing."""
     from tqdm import tqdm
 
+    _model_now.cache_clear()  # a models folder may have changed since an earlier batch of this process
     specs = read_cases(source)
     output_root = Path(output_root)
     output_root.mkdir(parents=True, exist_ok=True)
@@ -318,6 +341,7 @@ def run_batch(source, output_root, options: RunOptions, *, workers: int = 1, das
         "seconds": time.perf_counter() - t0,
         "workers": workers,
         "engine": f"dask ({dask})" if dask else ("process pool" if workers > 1 else "sequential"),
+        "models": {m: {k: v for k, v in _model_now(options, m).items() if k != "weights"} for m in ("mr", "us")},
         "outcomes": outcomes,
     }
     from LandmarkInitLib.pipeline.report import write_json
@@ -356,6 +380,10 @@ def summary_text(summary: dict) -> str:
         f"{summary['cases']} cases: {c['ok']} ok, {c['review']} flagged for review, {c['failed']} failed{earlier}"
         f"{redone} ({summary['engine']}, {summary['seconds']:.1f} s)"
     ]
+    if "models" in summary:
+        from LandmarkInitLib.detection.models_folder import describe_model
+
+        lines += [describe_model(m, summary["models"][m]) for m in ("mr", "us")]
     for o in summary["outcomes"]:
         if o["status"] == "failed":
             lines.append(f"  FAILED {o['case']}: {o['error']}")

@@ -67,9 +67,15 @@ class Detectors:
     us: VolumeDetector
 
     @classmethod
-    def open(cls, mr_card=None, us_card=None, backend: str = "onnx", threads: int | None = None) -> Detectors:
+    def open(
+        cls, mr_card=None, us_card=None, backend: str = "onnx", threads: int | None = None, models=None
+    ) -> Detectors:
+        """``models``: a models folder (detection/models_folder.py), checked first; an explicit card wins over it."""
+        from LandmarkInitLib.detection.models_folder import resolve_cards
+
+        cards = resolve_cards(models, mr_card, us_card)
         detectors = {}
-        for modality, card in (("mr", mr_card), ("us", us_card)):
+        for modality, card in cards.items():
             detector = open_detector(card or default_model_card(modality), backend, threads)
             if detector.card.modality != modality:
                 raise LandmarkInitError(

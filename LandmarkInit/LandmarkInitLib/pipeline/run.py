@@ -62,12 +62,15 @@ def check_output_dir(output_dir: Path, force: bool, inputs=None) -> None:
 
 
 def _model_info(detector) -> dict:
-    """Which models ran: card, method, and the sha256 of every weights file behind it (both stages)."""
+    """Which models ran: card (its name, the sha256 of the card file, the folder it came from: "shipped" or a models
+    folder), method, and the sha256 of every weights file behind it (both stages)."""
+    from LandmarkInitLib.detection.models_folder import model_identity
+
     card = detector.card
     cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
     return {
         "card": str(card.path),
-        "name": card.name,
+        **model_identity(card),
         "method": card.data.get("method"),
         "backend": detector.backend,
         "postprocessing": card.postprocessing,
@@ -208,6 +211,7 @@ def run_case(
 
 
 def render_html(report: dict, figure: bool) -> str:
+    from LandmarkInitLib.detection.models_folder import describe_model
     from LandmarkInitLib.pipeline.overlay_figure import PLANE_MM, SCALE_MM
 
     esc = html.escape
@@ -239,6 +243,7 @@ def render_html(report: dict, figure: bool) -> str:
 <html><head><meta charset="utf-8"><title>LandmarkInit report</title></head><body>
 <h1>LandmarkInit: MR-to-US initialization</h1>
 <p>MR: {esc(report["inputs"]["mr"])}<br>US: {esc(report["inputs"]["us"])}</p>
+<p>{"<br>".join(esc(describe_model(m, report["models"][m])) for m in ("mr", "us"))}</p>
 <h2>Quality: {status}</h2><ul>{flags}</ul>
 <h2>Landmarks (RAS mm)</h2>
 <table border="1" cellpadding="3"><tr><th>volume</th><th>landmark</th><th>RAS</th><th>spread (mm)</th></tr>
