@@ -367,6 +367,8 @@ def add_session_case(session, site_dir, source: str) -> AddedCase | None:
     None when no point was moved from where the detector put it (nothing to learn from)."""
     from LandmarkInitLib.io.markups import landmarks_from_node
 
+    if site_dir is None or str(site_dir).strip() in ("", "."):  # "." is what an empty folder setting reads as
+        raise LandmarkFileError("no site dataset folder chosen: choose the folder in the panel")
     if session.mr_node is None or session.us_node is None:
         raise LandmarkInitError("no landmarks yet: press Detect landmarks first")
     predicted, corrected = {}, {}
@@ -388,3 +390,68 @@ def add_session_case(session, site_dir, source: str) -> AddedCase | None:
 
 
 NOT_MOVED_MESSAGE = "no point was moved from its detected position, so the case was not added to the site dataset"
+
+
+def add_run_output(output_dir, site_dir) -> AddedCase | None:
+    """Add a ``landmarkinit run`` output folder whose landmark files the user edited and saved again: the detector's
+    points recorded in its report.json, the edited .mrk.json files, and the input volumes report.json names (refused
+    if one vanished or changed since the run). None when no point was moved."""
+    from LandmarkInitLib.io.images import volume_fingerprint
+    from LandmarkInitLib.io.markups import read_landmarks_file
+    from LandmarkInitLib.io.output_files import REPORT_JSON_FILE
+    from LandmarkInitLib.io.scene import create_context
+
+    output_dir = Path(output_dir)
+    report_path = output_dir / REPORT_JSON_FILE
+    if not output_dir.is_dir():
+        raise LandmarkFileError(f"--case {output_dir} is not a folder; give the output folder of `landmarkinit run`")
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        inputs, fingerprints = report["inputs"], report["inputs"]["fingerprints"]
+        predicted = {
+            m: LandmarkSet(
+                tuple(p["label"] for p in report[m]["landmarks"]), np.array([p["ras"] for p in report[m]["landmarks"]])
+            )
+            for m in MODALITIES
+        }
+    except FileNotFoundError:
+        raise LandmarkFileError(
+            f"{output_dir} holds no {REPORT_JSON_FILE}: give an output folder of `landmarkinit run` (an unfinished "
+            "run has none)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LandmarkFileError(
+            f"{report_path} does not record the detected landmarks and the input volumes (only `landmarkinit run` "
+            "writes them; `register` does not): give an output folder of `landmarkinit run`"
+        ) from None
+    volumes = {}
+    for m in MODALITIES:
+        path, what = Path(inputs[m]), MODALITY_DISPLAY_NAMES[m]
+        if not path.exists():
+            raise LandmarkFileError(
+                f"the {what} volume {path} that {report_path} names no longer exists: put it back (from the folder "
+                "the run was started in) to add this case"
+            )
+        if volume_fingerprint(path)["sha256"] != fingerprints[m]["sha256"]:
+            raise LandmarkFileError(
+                f"the {what} volume {path} changed since the run (its sha256 differs from {report_path}): its "
+                "landmarks may not match it any more; nothing was added"
+            )
+        volumes[m] = path
+    context = create_context()
+    try:
+        corrected = {
+            m: read_landmarks_file(context, output_dir / CORRECTED_FILES[m], modality=m)[1] for m in MODALITIES
+        }
+        if not moved_points(predicted, corrected):
+            return None
+        models = {m: _reported_model(report.get("models", {}).get(m)) for m in MODALITIES}
+        return add_case(site_dir, volumes, predicted, corrected, models, "cli", context=context)
+    finally:
+        context.clear()
+
+
+def _reported_model(info) -> dict | None:
+    if not isinstance(info, dict):
+        return None
+    return {"name": info.get("name"), "sha256": info.get("sha256"), "weights": info.get("weights", [])}

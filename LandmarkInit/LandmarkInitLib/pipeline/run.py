@@ -63,11 +63,14 @@ def check_output_dir(output_dir: Path, force: bool, inputs=None) -> None:
 
 def _model_info(detector) -> dict:
     """Which models ran: card, method, and the sha256 of every weights file behind it (both stages)."""
+    from LandmarkInitLib.detection.model_card import sha256_of
+
     card = detector.card
     cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
     return {
         "card": str(card.path),
         "name": card.name,
+        "sha256": sha256_of(card.path),  # of the card file (the site dataset records it with corrected cases)
         "method": card.data.get("method"),
         "backend": detector.backend,
         "postprocessing": card.postprocessing,
