@@ -5,6 +5,7 @@ registration conventions."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -400,6 +401,7 @@ def test_model_info_lists_every_weights_file_of_the_card():
     assert info == {
         "card": str(models / "mr_landmarks.json"),
         "name": two_stage["name"],
+        "sha256": hashlib.sha256((models / "mr_landmarks.json").read_bytes()).hexdigest(),
         "method": two_stage["method"],
         "backend": "torchscript",
         "postprocessing": two_stage["postprocessing"],
