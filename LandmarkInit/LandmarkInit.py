@@ -28,6 +28,7 @@ from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.fit.landmark_fit import FIT_MODES
 from LandmarkInitLib.io.output_files import SAVED_FILES, TRANSFORM_FILE, US_LANDMARKS_FILE
 from LandmarkInitLib.io.scene import current_context
+from LandmarkInitLib.io.site_dataset import NOT_MOVED_MESSAGE, add_session_case
 from LandmarkInitLib.resources import DEFAULT_DETECTOR, DETECTOR_CHOICES
 from LandmarkInitLib.sample_data import SAMPLE_NAME, sample_data_source
 from LandmarkInitLib.session import Cancelled, LandmarkSession, missing_inputs
@@ -88,6 +89,8 @@ class LandmarkInitParameterNode:
     outputTransform: vtkMRMLLinearTransformNode
     fitMode: Annotated[str, Choice(list(FIT_MODES))] = "rigid"
     autoUpdate: bool = True
+    addToSiteDataset: bool = False  # the corrections log: the user's choice, off by default
+    siteDataset: pathlib.Path
 
 
 class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -328,8 +331,18 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ):
             return
         ok, paths = self._call("save", folder, bool(existing))
-        if ok:
-            self._showMessage("Wrote " + ", ".join(str(path) for path in paths.values()))
+        if not ok:
+            return
+        message = "Wrote " + ", ".join(str(path) for path in paths.values())
+        if self._parameterNode.addToSiteDataset:
+            site = str(self._parameterNode.siteDataset)
+            try:
+                added = add_session_case(self.session, site, "slicer")
+            except LandmarkInitError as e:
+                self._showMessage(f"{message}; not added to the site dataset {site}: {e}", error=True)
+                return
+            message += f"; {NOT_MOVED_MESSAGE}" if added is None else f"; {added.message}"
+        self._showMessage(message)
 
     # --- display ----------------------------------------------------------------------------------------
 

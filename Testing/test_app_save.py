@@ -222,3 +222,60 @@ def test_app_refuses_a_models_folder_it_cannot_use_before_starting(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(f"landmarkinit app: error: models folder {tmp_path / 'nowhere'} does not exist;")
     assert err.count("\n") == 1
+
+
+def test_save_adds_a_corrected_case_to_the_site_dataset_only_when_asked(app):
+    """The corrections log: off by default; on, a Save with a point moved from its detected position adds the case
+    (the same volumes again: updates it), a Save with no point moved says it added nothing."""
+    from LandmarkInitLib.io.datasets import open_dataset
+    from LandmarkInitLib.io.site_dataset import NOT_MOVED_MESSAGE
+
+    site = app.output_root / "site-dataset"  # no --site-dataset: inside the output folder, shown in the page
+    assert app.state.add_to_site_dataset is False and app.state.site_dataset == str(site) == str(app.site_dataset)
+    node = app.session.us_node
+    label, p = node.GetNthControlPointLabel(0), node.GetNthControlPointPosition(0)
+    try:
+        node.SetNthControlPointPosition(0, p[0], p[1] + 2.5, p[2])
+        saved_ok(app, "site-off")
+        assert not site.exists()
+
+        app.state.add_to_site_dataset = True
+        error, info = save(app, "site-on")
+        (case,) = site.iterdir()
+        folder = app.output_root / "site-on"
+        assert (error, info) == (
+            "",
+            f"Saved {', '.join(SAVED)} to {folder}; added to site dataset {site} as {case.name}",
+        )
+        (opened,) = open_dataset(site)
+        assert opened.meta["source"] == "app" and set(opened.meta["models"]) == {"mr", "us"}
+        assert opened.meta["correction_mm"]["us"][label] == pytest.approx(2.5, abs=1e-4)
+        assert opened.landmarks("us").point(label) == pytest.approx([p[0], p[1] + 2.5, p[2]])
+        error, info = save(app, "site-on", overwrite=True)
+        assert (error, info) == (
+            "",
+            f"Saved {', '.join(SAVED)} to {folder}; updated {case.name} in site dataset {site}",
+        )
+        assert [c.name for c in site.iterdir()] == [case.name]
+    finally:
+        app.session.reset_landmark("us", label)
+    try:
+        error, info = save(app, "site-unmoved")
+        assert (error, info) == (
+            "",
+            f"Saved {', '.join(SAVED)} to {app.output_root / 'site-unmoved'}; {NOT_MOVED_MESSAGE}",
+        )
+    finally:
+        app.state.add_to_site_dataset = False
+    assert [c.name for c in site.iterdir()] == [case.name]
+
+
+def test_app_refuses_a_site_dataset_that_is_a_file_in_one_line(tmp_path):
+    a_file = tmp_path / "site"
+    a_file.write_text("not a folder\n")
+    r = run_app_command("--site-dataset", str(a_file), "--output-dir", str(tmp_path / "out"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert (
+        r.stderr
+        == f"landmarkinit app: error: --site-dataset {a_file} is a file; give a folder (created at the first case)\n"
+    )

@@ -283,3 +283,47 @@ def test_bad_uploads_show_an_error_and_the_app_keeps_working(page, tmp_path, out
     while view_image(page, "us").screenshot() == axial and time.monotonic() < deadline:
         time.sleep(0.5)
     assert view_image(page, "us").screenshot() != axial, "the US view did not change to the sagittal plane"
+
+
+def drag_point(page, key: str, label: str, drag_px: int) -> None:
+    """Drag a landmark along the screen's x axis in a view, with the mouse, and wait for the re-fit."""
+    matrix = json.dumps(debug_state(page)["matrix"])
+    x, y = screen_position(page, key, label)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(x + drag_px * step / 12, y)
+        time.sleep(0.03)
+    page.mouse.up()
+    page.wait_for_function(
+        "(m) => JSON.stringify(JSON.parse(document.querySelector('#lm-debug').textContent).matrix) !== m",
+        arg=matrix,
+        timeout=20_000,
+    )
+
+
+def test_correct_a_point_save_and_the_case_appears_in_the_site_dataset(page, output_root):
+    from LandmarkInitLib.io.datasets import open_dataset
+    from LandmarkInitLib.io.site_dataset import predicted_landmarks
+
+    site = output_root / "site-dataset"  # the server's default, shown in the panel
+    assert f"Site dataset: {site}" in page.inner_text("#lm-site-dataset")
+    page.get_by_role("button", name="Axial").click()
+    run_detect(page)
+    checkbox = page.locator("[data-testid=add-to-site-dataset] input")
+    assert not checkbox.is_checked()  # off until the user ticks it
+    checkbox.check()
+    try:
+        drag_point(page, "us", "apex", 40)  # the views are centred on the apex
+        folder = save_to(page, output_root, "corrected")
+        page.wait_for_function("() => document.body.innerText.includes('added to site dataset')", timeout=30_000)
+        (case,) = site.iterdir()
+        assert f"added to site dataset {site} as {case.name}" in page.inner_text("body")
+        (opened,) = open_dataset(site)
+        _, saved_us, _ = read_back(folder)
+        assert np.allclose(opened.landmarks("us").points_ras, saved_us.points_ras, atol=1e-6)  # what was saved
+        moved = opened.meta["correction_mm"]["us"]
+        assert moved["apex"] > 1.0 and moved["bladder_neck"] == moved["posterior_median"] == 0.0
+        assert not np.allclose(predicted_landmarks(opened, "us").points_ras, saved_us.points_ras)
+    finally:
+        checkbox.uncheck()

@@ -51,6 +51,8 @@ def parameters():
                     text = ast.unparse(item.annotation)
                     if text == "bool":
                         out[item.target.id] = ("bool", None)
+                    elif text in ("pathlib.Path", "Path"):
+                        out[item.target.id] = ("path", None)
                     elif "Choice(" in text:
                         out[item.target.id] = ("choice", None)
                     elif text == "pathlib.Path":
@@ -104,7 +106,7 @@ def test_parameter_defaults_are_valid_choices():
     assert "rigid" in FIT_MODES
     assert set(parameters()) == {
         "mrVolume", "usVolume", "detector", "modelsFolder", "mrLandmarks", "usLandmarks", "outputTransform",
-        "fitMode", "autoUpdate",
+        "fitMode", "autoUpdate", "addToSiteDataset", "siteDataset",
     }
 
 

@@ -55,6 +55,7 @@ def load_volumes(cases: list[PairedCase], modality: str, progress: bool = False)
     from tqdm import tqdm
 
     out = []
+    cases = [case for case in cases if modality in case.images]  # a site case may hold the other modality only
     for case in tqdm(cases, desc=f"loading {modality}", disable=not progress, unit="case"):
         image = sitk.Cast(sitk.ReadImage(str(case.images[modality])), sitk.sitkFloat32)
         out.append(

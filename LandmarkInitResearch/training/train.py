@@ -126,6 +126,7 @@ def data_folders(cfg: TrainConfig) -> list[str]:
 
 def _split(cfg: TrainConfig):
     train_cases = [case for folder in data_folders(cfg) for case in open_dataset(folder)]
+    train_cases = [case for case in train_cases if cfg.modality in case.images]  # site cases may hold one modality
     if cfg.max_cases:
         train_cases = train_cases[: cfg.max_cases]
     if cfg.val_data:

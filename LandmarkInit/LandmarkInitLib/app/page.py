@@ -203,6 +203,16 @@ def _panel(app) -> None:
             **_test_id("output-dir"),
         )
         v.VCheckbox(v_model=("overwrite",), label="Overwrite existing files", density="compact", hide_details=True)
+        # The corrections log (off by default): its folder is the server's --site-dataset, shown, not editable.
+        v.VCheckbox(
+            v_model=("add_to_site_dataset",),
+            label="Add corrected cases to the site dataset",
+            density="compact",
+            hide_details=True,
+            title="On Save, a case whose points you moved is added to the site dataset, to improve the models",
+            **_test_id("add-to-site-dataset"),
+        )
+        html.Div("Site dataset: {{ site_dataset }} (on the server)", classes="text-caption", id="lm-site-dataset")
         v.VBtn(
             "Save",
             color="primary",

@@ -24,11 +24,13 @@ from LandmarkInitLib.detection.models_folder import check_models_folder, models_
 from LandmarkInitLib.errors import LandmarkFileError, LandmarkInitError
 from LandmarkInitLib.io.datasets import CASE_FILES
 from LandmarkInitLib.io.output_files import SAVED_FILES
+from LandmarkInitLib.io.site_dataset import NOT_MOVED_MESSAGE, add_session_case
 from LandmarkInitLib.io.transforms import transform_matrix
 from LandmarkInitLib.pipeline.initialize import Detectors
 from LandmarkInitLib.session import LandmarkSession, UnsavedEditsError
 
 DEFAULT_OUTPUT_DIR = "landmarkinit-output"
+SITE_DIR = "site-dataset"  # the site dataset's default place: inside the output folder
 _SAVE_SPACE = 64 * 1024  # bytes free that a Save needs (its files take about 16 KiB), with a margin
 
 
@@ -42,6 +44,7 @@ class LandmarkInitApp(TrameApp):
         backend: str = "auto",
         threads: int | None = None,
         models=None,
+        site_dataset=None,
     ):
         super().__init__(server=server)
         from trame_slicer.core import LayoutManager
@@ -64,6 +67,8 @@ class LandmarkInitApp(TrameApp):
         # Save writes only inside this folder (the page names a subfolder of it): the page may be used by
         # anyone who reaches the server, and must not write over other files of the machine.
         self.output_root = Path(output_dir).expanduser().resolve()
+        # The corrections log: set by whoever starts the server (like the output folder, never from the page).
+        self.site_dataset = Path(site_dataset).expanduser().resolve() if site_dataset else self.output_root / SITE_DIR
         self._init_state()
         page.build(self)
         self.layout_manager.set_layout(next(iter(layout_definition())))
@@ -100,6 +105,8 @@ class LandmarkInitApp(TrameApp):
                 "focus": "apex",
                 "confirm": False,
                 "can_undo": False,
+                "site_dataset": str(self.site_dataset),
+                "add_to_site_dataset": False,  # the user's choice, off until ticked
             }
         )
         s.change("orientation")(self._on_orientation)
@@ -277,7 +284,16 @@ class LandmarkInitApp(TrameApp):
         self.state.saved_dir = str(folder)
         self.state.saved_files = list(self.saved)
         self.state.error_message = ""
-        self.state.info_message = f"Saved {', '.join(self.saved)} to {folder}"
+        message = f"Saved {', '.join(self.saved)} to {folder}"
+        if self.state.add_to_site_dataset:
+            try:
+                added = add_session_case(self.session, self.site_dataset, "app")
+            except LandmarkInitError as e:
+                self.state.info_message = message
+                self.state.error_message = f"Not added to the site dataset {self.site_dataset}: {e}"
+                return
+            message += f"; {NOT_MOVED_MESSAGE}" if added is None else f"; {added.message}"
+        self.state.info_message = message
 
     def _save_failed(self, reason: str) -> None:
         # Download must not offer the files of an earlier Save as if they were the current result.
@@ -372,6 +388,7 @@ def serve(
     backend="auto",
     threads=None,
     models=None,
+    site_dataset=None,
 ):
     """Start the app (blocking); prints the URL once the server listens. Without volumes: the sample pair."""
     from LandmarkInitLib.resources import sample_case_dir
@@ -382,11 +399,19 @@ def serve(
         mr, us = sample_case_dir() / "mr.nrrd", sample_case_dir() / "us.nrrd"
     if Path(output_dir).expanduser().exists() and not Path(output_dir).expanduser().is_dir():
         raise LandmarkFileError(f"--output-dir {output_dir} is a file; give a folder (created at the first Save)")
+    if (
+        site_dataset is not None
+        and Path(site_dataset).expanduser().exists()
+        and not Path(site_dataset).expanduser().is_dir()
+    ):
+        raise LandmarkFileError(f"--site-dataset {site_dataset} is a file; give a folder (created at the first case)")
     for path in (mr, us):  # these checks fail in a second, not after the runtime is built
         check_readable(path)
     check_models_folder(models)
     check_can_listen(host, port)
-    app = LandmarkInitApp(output_dir=output_dir, backend=backend, threads=threads, models=models)
+    app = LandmarkInitApp(
+        output_dir=output_dir, backend=backend, threads=threads, models=models, site_dataset=site_dataset
+    )
     app.load_paths(mr, us)
 
     def announce(**_):

@@ -1,6 +1,7 @@
 """Clinical ``landmarkinit`` commands: ``register`` (landmarks you already have -> transform), ``detect`` (one
 volume -> landmarks), ``run`` (MR + US -> landmarks, transform, quality check, report; one pair or many),
-``landmarks-from-mask`` (a gland segmentation -> landmarks) and ``app`` (the browser app). Thin: each collects its
+``landmarks-from-mask`` (a gland segmentation -> landmarks), ``app`` (the browser app) and ``add-correction`` (a
+corrected ``run`` output -> the site dataset). Thin: each collects its
 inputs and calls the library."""
 
 from __future__ import annotations
@@ -230,6 +231,26 @@ def cmd_run(args) -> int:
     return EXIT_REVIEW if result.quality.review else EXIT_OK
 
 
+def cmd_add_correction(args) -> int:
+    from LandmarkInitLib.io.site_dataset import add_run_output
+
+    added = add_run_output(args.case, args.site_dataset)
+    if added is None:  # not an error: nothing to learn from, and nothing written
+        print(
+            f"nothing added: no landmark in {args.case} was moved from its detected position (edit "
+            "mr_landmarks.mrk.json or us_landmarks.mrk.json, e.g. in Slicer, and save them first)"
+        )
+        return EXIT_OK
+    moved = [
+        f"{m.upper()} {label} {mm:.1f} mm"
+        for m, d in added.correction_mm.items()
+        for label, mm in d.items()
+        if mm > 1e-3
+    ]
+    print(f"{added.message} (corrected: {', '.join(moved)})")
+    return EXIT_OK
+
+
 def cmd_app(args) -> int:
     from LandmarkInitLib.app.server import serve  # trame is needed by this sub-command only
 
@@ -243,6 +264,7 @@ def cmd_app(args) -> int:
         backend=args.backend,
         threads=args.threads,
         models=args.models,
+        site_dataset=args.site_dataset,
     )
     return EXIT_OK
 
@@ -396,7 +418,27 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free port, printed at start)")
     p.add_argument("--open", action="store_true", help="open the page in the system's web browser")
+    p.add_argument(
+        "--site-dataset",
+        type=Path,
+        metavar="DIR",
+        help="site dataset folder that Save adds corrected cases to when the page's setting is on (default: "
+        "OUTPUT_DIR/site-dataset)",
+    )
     p.set_defaults(func=cmd_app)
+
+    p = command(
+        "add-correction",
+        "add a `run` output whose landmarks you corrected to a site dataset (the corrections log)",
+        "Add the case of a `landmarkinit run` output folder whose mr_landmarks.mrk.json / us_landmarks.mrk.json you "
+        "edited and saved again to a site dataset folder (created if missing), in the layout `train` reads: both "
+        "input volumes (NRRD: voxels and geometry only, no patient metadata), the detected and the corrected "
+        "landmarks, the models' names and checksums, and the time. The same volumes again update their case. The "
+        "inputs named in report.json must be unchanged. Nothing moved: nothing is added (exit 0).",
+    )
+    p.add_argument("--case", required=True, type=Path, metavar="OUTPUT_DIR", help="output folder of `landmarkinit run`")
+    p.add_argument("--site-dataset", required=True, type=Path, metavar="DIR", help="site dataset folder")
+    p.set_defaults(func=cmd_add_correction)
     return listed
 
 

@@ -46,7 +46,7 @@ class PairedCase:
     name: str
     folder: Path
     images: dict[str, Path]  # "mr", "us"
-    glands: dict[str, Path | None]
+    glands: dict[str, Path | None] | None  # None: no gland masks (site cases)
     _landmarks: Callable[[str], LandmarkSet] = field(repr=False)
     mr_to_us: np.ndarray | None = None  # 4x4 RAS "to parent", when known
     meta: dict = field(default_factory=dict)
@@ -98,10 +98,15 @@ def read_rigid_transform_ras(path) -> np.ndarray:
 
 
 def open_case(folder) -> PairedCase:
-    """Open one case folder of the LandmarkInit layout; a clear error lists whatever is missing."""
+    """Open one case folder of the LandmarkInit layout, or a site-dataset case (io/site_dataset.py: the modalities
+    it holds, no gland masks, no ground-truth transform); a clear error lists whatever is missing."""
+    from LandmarkInitLib.io.site_dataset import is_site_case, open_site_case
+
     folder = Path(folder)
     if not folder.is_dir():
         raise LandmarkFileError(f"case folder {folder} does not exist")
+    if is_site_case(folder):  # a corrected case of a site dataset (io/site_dataset.py)
+        return open_site_case(folder)
     missing = [name for name in CASE_FILES.values() if not (folder / name).is_file()]
     if missing:
         raise LandmarkFileError(
@@ -201,7 +206,7 @@ def _label_channels(path: Path):
 
 def gland_mask(case: PairedCase, modality: str):
     """(mask array [k, j, i], geometry) of the gland in one modality (channel 0 of a 4-D label map)."""
-    path = case.glands.get(modality)
+    path = (case.glands or {}).get(modality)
     if path is None:
         raise LandmarkFileError(f"case {case.name} has no {modality} gland mask")
     for _, mask, geometry in _label_channels(Path(path)):
