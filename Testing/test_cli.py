@@ -16,7 +16,7 @@ from LandmarkInitLib.cli.options import positive_int
 from LandmarkInitLib.detection.detectors import BACKEND_CHOICES
 
 COMMAND = shutil.which("landmarkinit", path=os.path.dirname(sys.executable)) or "landmarkinit"
-CLINICAL = ["run", "register", "detect", "landmarks-from-mask", "app", "add-correction"]
+CLINICAL = ["run", "register", "detect", "landmarks-from-mask", "app", "add-correction", "calibrate-flags"]
 RESEARCH = [
     "phantom",
     "train",

@@ -20,12 +20,14 @@ from LandmarkInitLib.pipeline.quality import (
     FEATURES,
     assess,
     calibrate,
+    choose_thresholds,
     fan_margin_at,
     features,
     load_thresholds,
     rates,
     us_fan_margin_mm,
 )
+from LandmarkInitLib.resources import models_dir
 from LandmarkInitResearch.evaluation.error_components import error_components, gland_frame
 from LandmarkInitResearch.evaluation.metrics import (
     dice_after,
@@ -124,16 +126,21 @@ def test_calibration_and_rates_exact():
     rows = [{"fre_mm": float(v)} for v in range(1, 21)] + [{"fre_mm": 30.0}, {"fre_mm": 1.5}]
     bad = [False] * 20 + [True, True]
     thresholds = calibrate(rows, bad)
-    assert thresholds == {"fre_mm": pytest.approx(np.quantile(np.arange(1, 21), 0.95))}  # 19.05
+    assert thresholds == {"fre_mm": 19.0}  # split-conformal, rate 0.1: the floor(0.1 * 21) = 2nd largest good value
     r = rates(rows, bad, thresholds)
-    assert r["false_alarm_rate"] == pytest.approx(1 / 20)  # only 20 > 19.05
+    assert r["false_alarm_rate"] == pytest.approx(1 / 20)  # only 20 > 19
     assert r["miss_rate"] == pytest.approx(1 / 2)  # 30 is caught, 1.5 is missed
     assert r["per_feature"]["fre_mm"]["detected_bad"] == pytest.approx(0.5)
 
 
-def test_shipped_thresholds_cover_every_feature():
-    thresholds = load_thresholds()
-    assert set(thresholds) >= {"spread_mm", "fre_mm", "conditioning", "us_fan_margin_mm", "disagreement_mm"}
+def test_shipped_thresholds_state_their_evidence():
+    """Before: five features at per-feature 2 % quantiles of 29 cases, no held-out figures in the file."""
+    doc = json.loads((models_dir() / "qa_thresholds.json").read_text(encoding="utf-8"))
+    assert doc["schema"] == "landmarkinit-qa-thresholds/2" and doc["false_alarm_rate"] == 0.1
+    assert set(doc["thresholds"]) == set(doc["features"]) == {"fre_mm"}  # the fewest features that catch the failure
+    assert doc["calibration_figures"]["failed_flagged"] == doc["calibration_figures"]["failed"] == 1
+    assert doc["held_out"]["cases"] == 50 and "data/test" in doc["held_out"]["data"]
+    assert load_thresholds() == doc["thresholds"]
 
 
 def test_us_fan_margin_exact_on_a_box():
@@ -326,28 +333,43 @@ def test_load_thresholds_from_a_file(tmp_path):
     missing = tmp_path / "none.json"
     with pytest.raises(
         LandmarkFileError,
-        match=exactly(f"QA thresholds file {missing} not found; run `landmarkinit evaluate --calibrate-qa`"),
+        match=exactly(f"QA thresholds file {missing} not found; write one with `landmarkinit calibrate-flags`"),
     ):
         load_thresholds(missing)
 
 
-def test_calibration_exact_for_both_directions_and_missing_values():
-    # 20 good cases with values 1..20 (one of them also without a value, one with None as a JSON report holds it) and
-    # two bad cases that must not count
+def test_choose_thresholds_exact_for_both_directions_and_missing_values():
+    """Before: every feature got its own quantile threshold whether or not it caught a failure."""
+    # 20 good cases with values 1..20 (one more without fre_mm, one with None as a JSON report holds it)
     rows = [{"fre_mm": float(v), "conditioning": float(v)} for v in range(1, 21)]
     rows += [{"conditioning": 7.0}, {"fre_mm": None, "conditioning": 7.0}]
-    rows += [{"fre_mm": 100.0, "conditioning": -100.0}, {"fre_mm": 100.0, "conditioning": -100.0}]
-    bad = [False] * 22 + [True, True]
-    thresholds = calibrate(rows, bad)
-    values = np.arange(1, 21)
-    with_sevens = np.sort(np.concatenate([values, [7, 7]]))
-    assert thresholds == {
-        "fre_mm": pytest.approx(np.quantile(values, 0.95)),  # "high": the 95 % quantile, 19.05
-        "conditioning": pytest.approx(np.quantile(with_sevens, 0.05)),  # "low": the 5 % quantile
+    # a failure only a low conditioning shows: conditioning alone is chosen, at the floor(0.1 * 23) = 2nd lowest
+    rows += [{"fre_mm": 5.0, "conditioning": -100.0}]
+    bad = [False] * 22 + [True]
+    thresholds, figures = choose_thresholds(rows, bad, 0.1)
+    assert thresholds == {"conditioning": 2.0}
+    assert figures == {
+        "cases": 23,
+        "failed": 1,
+        "failed_flagged": 1,
+        "good_flagged": 1,  # the good value 1 < 2
+        "false_alarm_rate": pytest.approx(1 / 22),
+        "recall": 1.0,
     }
-    assert calibrate(rows, bad, false_alarm_rate=0.5)["fre_mm"] == pytest.approx(10.5)
+    # two failures, each caught by another feature: both features, each at rate 0.1 / 2 (the most extreme value)
+    rows += [{"fre_mm": 100.0, "conditioning": 10.0}]
+    thresholds, figures = choose_thresholds(rows, bad + [True], 0.1)
+    assert thresholds == {"fre_mm": 20.0, "conditioning": 1.0}
+    assert figures["failed_flagged"] == 2 and figures["good_flagged"] == 0
+    # both catch the one failure: the wider margin (in good cases' interquartile ranges) wins
+    rows = [{"fre_mm": float(v), "conditioning": float(v)} for v in range(1, 21)] + [{"fre_mm": 90, "conditioning": 0}]
+    assert choose_thresholds(rows, [False] * 20 + [True], 0.1)[0] == {"fre_mm": 19.0}
+    # no failure: the first candidate alone
+    assert choose_thresholds(rows[:20], [False] * 20, 0.1, candidates=["conditioning", "fre_mm"])[0] == {
+        "conditioning": 2.0
+    }
     with pytest.raises(ValueError):
-        calibrate(rows, bad[:-1])  # one flag per row
+        choose_thresholds(rows, [False] * 20)  # one flag per row
 
 
 def test_rates_exact():
@@ -375,7 +397,7 @@ def test_rates_exact():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/mem is Linux's")
 def test_load_thresholds_refuses_bad_files_exactly(tmp_path):
     def refused(path, why):
-        message = f"QA thresholds file {path} {why}; give a file written by `landmarkinit evaluate --calibrate-qa`"
+        message = f"QA thresholds file {path} {why}; give a file written by `landmarkinit calibrate-flags`"
         with pytest.raises(LandmarkFileError, match=exactly(message)):
             load_thresholds(path)
 
@@ -392,3 +414,9 @@ def test_load_thresholds_refuses_bad_files_exactly(tmp_path):
     # several unknown features: sorted, comma-separated
     path.write_text(json.dumps({"thresholds": {"zeta": 1.0, "fre_mm": 2.0, "alpha": 1.0}}))
     refused(path, "names unknown feature(s) alpha, zeta (known: " + ", ".join(FEATURES) + ")")
+    # another schema (a later version's file)
+    path.write_text(json.dumps({"schema": "landmarkinit-qa-thresholds/9", "thresholds": {"fre_mm": 2.0}}))
+    refused(
+        path,
+        "has schema \"landmarkinit-qa-thresholds/9\", not 'landmarkinit-qa-thresholds/2' (written by another version?)",
+    )

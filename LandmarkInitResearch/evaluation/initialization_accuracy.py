@@ -37,7 +37,6 @@ NON_LANDMARK = ("identity", "moments", "mi_identity", "mi_moments")
 SRE_BINS = (0, 5, 10, 15, 20, 25, 30, 45, np.inf)  # Table 3
 ROTATION_BINS = (0, 5, 10, 20, 30, 40, 60, 70, np.inf)  # Table 4
 BAD_SRE_MM = 5.0
-QA_RATE_PER_FEATURE = 0.02
 TARGETS = {"sre_mm": 2.5, "dice": 0.85, "vs_best_alternative": 0.5, "vs_gt_landmarks_mm": 1.0}
 
 _DETECTORS = {}
@@ -335,22 +334,25 @@ def _plots(rows, output_dir: Path) -> None:
     plt.close(fig)
 
 
-def calibrate_qa(rows, output_path, *, source: str) -> dict:
-    """Choose QA thresholds on these (validation) cases and write them as the thresholds file."""
-    from LandmarkInitLib.pipeline.quality import calibrate
+def calibrate_qa(rows, output_path, *, source: str, false_alarm_rate: float = 0.1) -> dict:
+    """Choose QA thresholds on these (validation) cases (quality.choose_thresholds) and write the thresholds file."""
+    from LandmarkInitLib.pipeline.quality import FEATURES, QA_SCHEMA, choose_thresholds
 
-    thresholds = calibrate([r["qa_features"] for r in rows], bad_cases(rows), false_alarm_rate=QA_RATE_PER_FEATURE)
+    thresholds, figures = choose_thresholds([r["qa_features"] for r in rows], bad_cases(rows), false_alarm_rate)
     Path(output_path).write_text(
         json.dumps(
             {
+                "schema": QA_SCHEMA,
                 "thresholds": thresholds,
-                "rule": f"per feature, the {1 - QA_RATE_PER_FEATURE:g} quantile (for conditioning and fan margin, the "
-                f"{QA_RATE_PER_FEATURE:g} quantile) of the cases whose detected-landmark SRE is at "
-                f"most {BAD_SRE_MM:g} mm: at most {100 * QA_RATE_PER_FEATURE:g}% false alarms per feature, about "
-                f"{100 * QA_RATE_PER_FEATURE * 5:g}% for the five together",
+                "features": {n: FEATURES[n][1] for n in thresholds},
+                "false_alarm_rate": false_alarm_rate,
+                "rule": f"a case is a failed initialization when its detected-landmark SRE exceeds {BAD_SRE_MM:g} mm; "
+                "the smallest set of features that flags every failed case, each at the split-conformal threshold "
+                f"for {false_alarm_rate:g} / (number of features) of the good cases",
                 "calibrated_on": source,
                 "cases": len(rows),
                 "failed_cases": int(sum(bad_cases(rows))),
+                "calibration_figures": figures,
                 "data": "SYNTHETIC phantom",
             },
             indent=1,

@@ -251,6 +251,36 @@ def cmd_add_correction(args) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate_flags(args) -> int:
+    from tqdm import tqdm
+
+    from LandmarkInitLib.io.output_files import check_distinct_paths, check_writable
+    from LandmarkInitLib.pipeline.calibrate_flags import calibrate_flags, case_folders, summary_lines, write_thresholds
+    from LandmarkInitLib.pipeline.initialize import Detectors
+
+    check_distinct_paths({"--data": args.data}, {"--output": args.output})
+    check_writable(args.output, args.force)  # before any work
+    detectors = []
+
+    def open_detectors():  # only when a case has no recorded predictions
+        if not detectors:
+            detectors.append(Detectors.open(args.mr_model, args.us_model, args.backend, args.threads))
+        return detectors[0]
+
+    bar = tqdm(total=len(case_folders(args.data)), unit="case", disable=args.quiet)
+    result = calibrate_flags(
+        args.data,
+        false_alarm_rate=args.false_alarm_rate,
+        detectors_factory=open_detectors,
+        progress=lambda i, name: bar.update(1),
+    )
+    bar.close()
+    write_thresholds(result, args.output, force=args.force)
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {args.output}; use it with `landmarkinit run --qa-thresholds {args.output}`")
+    return EXIT_OK
+
+
 def cmd_app(args) -> int:
     from LandmarkInitLib.app.server import serve  # trame is needed by this sub-command only
 
@@ -398,6 +428,27 @@ def add_commands(sub) -> list[tuple[str, str]]:
         help="modality of the segmented volume, for the points' colour in Slicer (default mr)",
     )
     p.set_defaults(func=cmd_landmarks_from_mask)
+
+    p = command(
+        "calibrate-flags",
+        "choose the quality-flag thresholds on a site's own corrected cases",
+        "Run the current models on every case of DATA (a site dataset of corrected cases, or an evaluation set; "
+        "recorded predictions are used as they are), take the distance between predicted and corrected landmarks as "
+        "the detector's error, choose the smallest set of quality features and thresholds that flags every failed "
+        "initialization at the stated false-alarm rate, print the figures and write the thresholds file for "
+        "`run --qa-thresholds`.",
+        [shared.models(), shared.runtime(default_threads=1), shared.force(), shared.quiet()],
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="site dataset or evaluation set folder")
+    p.add_argument("--output", required=True, type=Path, metavar="JSON", help="thresholds file to write")
+    p.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.1,
+        metavar="RATE",
+        help="expected share of good cases flagged on new cases (default 0.1)",
+    )
+    p.set_defaults(func=cmd_calibrate_flags)
 
     p = command(
         "app",

@@ -10,8 +10,10 @@ Features of one initialization, each with the direction that is suspicious:
 - ``us_fan_margin_mm`` (low): smallest distance of a US landmark inside the imaged fan (negative: outside it),
   a sign that the gland is only partly in view.
 
-Thresholds are chosen on validation cases (``calibrate``) and shipped in Resources/Models/qa_thresholds.json; the
-false-alarm and miss rates they give on held-out cases are in docs/results/registration/registration.md.
+Thresholds are chosen on evidence (``choose_thresholds``: the smallest set of features that flags every failed
+initialization of the calibration cases at a stated false-alarm rate) and shipped in
+Resources/Models/qa_thresholds.json, which also records the data, the rule and the figures measured on held-out
+cases (docs/results/quality-flags/report.md). ``landmarkinit calibrate-flags`` recalibrates them on a site's cases.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ FEATURES = {  # name: (direction that flags, description)
     "us_fan_margin_mm": ("low", "a US landmark is at or beyond the edge of the imaged fan (gland partly in view)"),
 }
 QA_FILE = "qa_thresholds.json"
+QA_SCHEMA = "landmarkinit-qa-thresholds/2"
+# Order of preference when the evidence cannot choose (no failed case, or ties): the fit residual first, the
+# feature that caught every failed initialization so far with the fewest false alarms.
+PREFERRED = ("fre_mm", "disagreement_mm", "spread_mm", "us_fan_margin_mm", "conditioning")
+RECALIBRATE = "landmarkinit calibrate-flags"
 
 
 def fan_distance_map(us_image):
@@ -135,12 +142,10 @@ def load_thresholds(path=None) -> dict:
         path = models_dir() / QA_FILE
     path = Path(path)
     if not path.is_file():
-        raise LandmarkFileError(f"QA thresholds file {path} not found; run `landmarkinit evaluate --calibrate-qa`")
+        raise LandmarkFileError(f"QA thresholds file {path} not found; write one with `{RECALIBRATE}`")
 
     def invalid(why: str) -> LandmarkFileError:
-        return LandmarkFileError(
-            f"QA thresholds file {path} {why}; give a file written by `landmarkinit evaluate --calibrate-qa`"
-        )
+        return LandmarkFileError(f"QA thresholds file {path} {why}; give a file written by `{RECALIBRATE}`")
 
     try:
         data = json.loads(path.read_bytes())  # json.loads detects the UTF-8 of a JSON file
@@ -151,6 +156,9 @@ def load_thresholds(path=None) -> dict:
     thresholds = data.get("thresholds") if isinstance(data, dict) else None
     if not isinstance(thresholds, dict):
         raise invalid('has no "thresholds" object')
+    schema = data.get("schema", QA_SCHEMA)  # files of release 0.1 have none; their "thresholds" read the same
+    if schema != QA_SCHEMA:
+        raise invalid(f"has schema {json.dumps(schema)}, not {QA_SCHEMA!r} (written by another version?)")
     unknown = sorted(set(thresholds) - set(FEATURES))
     if unknown:  # a misspelt feature would silently never be checked
         raise invalid(f"names unknown feature(s) {', '.join(unknown)} (known: {', '.join(FEATURES)})")
@@ -160,19 +168,88 @@ def load_thresholds(path=None) -> dict:
     return thresholds
 
 
-def calibrate(feature_rows: list[dict], bad: list[bool], false_alarm_rate: float = 0.05) -> dict:
-    """Per feature, the threshold that flags at most ``false_alarm_rate`` of the good cases: the (1 - rate)
-    quantile of the good cases' values (or the rate quantile for "low" features)."""
-    good = [row for row, b in zip(feature_rows, bad, strict=True) if not b]
-    thresholds = {}
-    for name, (direction, _) in FEATURES.items():
-        values = np.array([row.get(name, np.nan) for row in good], float)
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        q = 1.0 - false_alarm_rate if direction == "high" else false_alarm_rate
-        thresholds[name] = float(np.quantile(values, q))
-    return thresholds
+def conformal_threshold(values, direction: str, rate: float) -> float:
+    """Threshold over the good cases' ``values`` whose expected false-alarm rate on new cases from the same
+    distribution is at most ``rate`` (split-conformal rule): the k-th most extreme value, k = floor(rate (n + 1)),
+    flagging values beyond it; the most extreme value when n is too small for the rate (the expected rate is then
+    1 / (n + 1))."""
+    values = np.sort(np.asarray(values, float))
+    values = values[np.isfinite(values)]
+    k = max(int(np.floor(rate * (values.size + 1))), 1)
+    return float(values[-k] if direction == "high" else values[k - 1])
+
+
+def choose_thresholds(
+    feature_rows: list[dict], bad: list[bool], false_alarm_rate: float = 0.1, candidates=None, directions=None
+) -> tuple[dict, dict]:
+    """The smallest set of features, and their thresholds, that flags every bad case while the good cases' expected
+    false-alarm rate stays at most ``false_alarm_rate``: for k = 1, 2, ... features, each at the conformal threshold
+    for false_alarm_rate / k (so that k features together stay within the rate), the first k at which some set
+    flags every bad case; among those sets the one with the fewest false alarms on these cases, then the widest
+    margin between the thresholds and the caught bad cases. When no set flags every bad case: the set that flags
+    the most. No bad case: the first candidate alone (``PREFERRED`` order). Returns (thresholds, figures of these
+    cases)."""
+    from itertools import combinations
+
+    directions = directions or {name: d for name, (d, _) in FEATURES.items()}
+    order = [*PREFERRED, *directions]
+    candidates = [c for c in (candidates or sorted(directions, key=order.index)) if c in directions]
+    bad = np.asarray(bad, bool)
+    good_rows = [r for r, b in zip(feature_rows, bad, strict=True) if not b]
+    values = {c: np.array([r.get(c) for r in feature_rows], float) for c in candidates}
+    usable = [c for c in candidates if np.isfinite(np.array([r.get(c) for r in good_rows], float)).any()]
+    if not usable:
+        raise LandmarkFileError("no QA feature could be measured on the good cases; nothing to calibrate")
+
+    def flags(name, limit):
+        v = values[name]
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(v > limit if directions[name] == "high" else v < limit, nan=0).astype(bool)
+
+    def margin(names, limits) -> float:
+        """How far beyond its threshold the least clear caught bad case lies, in interquartile ranges of the good
+        cases (a threshold that barely catches a failure is a weak one)."""
+        beyond = []
+        for n in names:
+            good = values[n][~bad & np.isfinite(values[n])]
+            scale = max(float(np.subtract(*np.quantile(good, [0.75, 0.25]))), 1e-9)
+            v = values[n][bad]
+            beyond.append(
+                np.nan_to_num((v - limits[n]) if directions[n] == "high" else (limits[n] - v), nan=-np.inf) / scale
+            )
+        per_case = np.max(beyond, axis=0) if beyond else np.array([])
+        caught = per_case[per_case > 0]
+        return float(caught.min()) if caught.size else 0.0
+
+    best = None
+    for k in range(1, len(usable) + 1 if bad.any() else 2):
+        for names in combinations(usable, k):
+            limits = {
+                n: conformal_threshold([r.get(n, np.nan) for r in good_rows], directions[n], false_alarm_rate / k)
+                for n in names
+            }
+            flagged = np.any([flags(n, limits[n]) for n in names], axis=0)
+            caught, alarms = int((flagged & bad).sum()), int((flagged & ~bad).sum())
+            key = (-caught, k, alarms, -margin(names, limits))
+            if best is None or key < best[0]:
+                best = (key, limits, flagged)
+        if best and -best[0][0] == bad.sum():
+            break
+    _, limits, flagged = best
+    figures = {
+        "cases": int(bad.size),
+        "failed": int(bad.sum()),
+        "failed_flagged": int((flagged & bad).sum()),
+        "good_flagged": int((flagged & ~bad).sum()),
+        "false_alarm_rate": float((flagged & ~bad).sum() / max((~bad).sum(), 1)),
+        "recall": float((flagged & bad).sum() / bad.sum()) if bad.any() else None,
+    }
+    return limits, figures
+
+
+def calibrate(feature_rows: list[dict], bad: list[bool], false_alarm_rate: float = 0.1) -> dict:
+    """Thresholds of :func:`choose_thresholds` (without its figures)."""
+    return choose_thresholds(feature_rows, bad, false_alarm_rate)[0]
 
 
 def rates(feature_rows: list[dict], bad: list[bool], thresholds: dict) -> dict:
