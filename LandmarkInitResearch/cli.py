@@ -1,8 +1,9 @@
 """Research ``landmarkinit`` commands: ``phantom`` (synthetic data), ``train`` / ``export`` / ``two-stage`` (building
-detectors), ``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4), ``evaluate-mask-landmarks`` (mask-derived
-vs phantom landmarks) and ``experiment`` (a recorded recipe of those steps). Registered with the ``landmarkinit``
-command through the ``landmarkinit.commands`` entry point (pyproject.toml); torch and MONAI are imported only by the
-commands that need them."""
+detectors), ``finetune`` (a detector adapted to a site's corrected cases, under a held-out guard),
+``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4), ``evaluate-mask-landmarks`` (mask-derived vs phantom
+landmarks) and ``experiment`` (a recorded recipe of those steps). Registered with the ``landmarkinit`` command through
+the ``landmarkinit.commands`` entry point (pyproject.toml); torch and MONAI are imported only by the commands that
+need them."""
 
 from __future__ import annotations
 
