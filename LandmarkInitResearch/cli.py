@@ -1,16 +1,18 @@
 """Research ``landmarkinit`` commands: ``phantom`` (synthetic data), ``train`` / ``export`` / ``two-stage`` (building
-detectors), ``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4), ``evaluate-mask-landmarks`` (mask-derived
-vs phantom landmarks) and ``experiment`` (a recorded recipe of those steps). Registered with the ``landmarkinit``
-command through the ``landmarkinit.commands`` entry point (pyproject.toml); torch and MONAI are imported only by the
-commands that need them."""
+detectors), ``finetune`` (a detector adapted to a site's corrected cases, under a held-out guard),
+``evaluate-detectors`` / ``evaluate`` (the paper's Tables 1-4), ``evaluate-mask-landmarks`` (mask-derived vs phantom
+landmarks) and ``experiment`` (a recorded recipe of those steps). Registered with the ``landmarkinit`` command through
+the ``landmarkinit.commands`` entry point (pyproject.toml); torch and MONAI are imported only by the commands that
+need them."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
-from LandmarkInitLib.cli import EXIT_OK, CommandGroup
+from LandmarkInitLib.cli import EXIT_FAILURE, EXIT_OK, CommandGroup
 from LandmarkInitLib.cli import options as shared
 from LandmarkInitLib.detection.postprocessing import STEPS
 from LandmarkInitLib.errors import LandmarkInitError
@@ -125,6 +127,41 @@ def cmd_two_stage(args) -> int:
         note=args.note,
     )
     print(f"wrote {card}")
+    return EXIT_OK
+
+
+def cmd_finetune(args) -> int:
+    try:
+        from LandmarkInitResearch.training.finetune import finetune
+    except ImportError as e:
+        raise LandmarkInitError(f"finetune needs torch and MONAI ({e}); run `make setup` in the repository") from None
+    command = ["landmarkinit", "finetune", "--base", str(args.base), "--data", str(args.data)]
+    command += ["--output", str(args.output), "--epochs", str(args.epochs), "--lr", f"{args.lr:g}"]
+    command += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--alpha", f"{args.alpha:g}"]
+    command += ["--name", args.name] if args.name else []
+    result = finetune(
+        args.base,
+        args.data,
+        args.output,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        alpha=args.alpha,
+        seed=args.seed,
+        threads=args.threads,
+        name=args.name,
+        force=args.force,
+        progress=not args.quiet,
+        command=shlex.join(command),
+    )
+    if result["written"] is None:
+        print(
+            f"landmarkinit finetune: refused: the fine-tuned detector does not beat the base on the "
+            f"{len(result['held_out'])} held-out site cases ({result['reason']}); no card written",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(f"wrote {result['written']} (with its stage cards and weights in {Path(result['written']).parent})")
     return EXIT_OK
 
 
@@ -462,6 +499,33 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--name", help="model name recorded in the card (default: the output name)")
     p.add_argument("--note", help="a sentence appended to the card's description (e.g. what it was validated on)")
     p.set_defaults(func=cmd_two_stage)
+
+    p = command(
+        "finetune",
+        "adapt a detector to a site's corrected cases; written only if it beats the base on held-out cases",
+        "Fine-tune every stage of BASE (a two-stage or global model card) on the site dataset's corrected cases "
+        "(<case>/<modality>.nrrd + <modality>_landmarks.mrk.json), starting from its weights, with its grids, "
+        "normalization, refinement passes and post-processing. A fixed part of the cases is held out (sorted by case "
+        "key, every 4th, at least 5); the new card is written (with its stage cards and weights, in OUTPUT's folder: a "
+        "models folder) only if on those cases its mean error is lower than the base's and a one-sided paired "
+        "Wilcoxon signed-rank test gives p <= --alpha. Otherwise nothing is written and the command exits 1. The "
+        "per-case figures are printed either way; the card records its base, split and figures.",
+        [shared.threads(), shared.force(), shared.quiet()],
+    )
+    p.add_argument("--base", required=True, type=Path, metavar="CARD", help="model card to adapt (two-stage or global)")
+    p.add_argument("--data", required=True, type=Path, metavar="SITE_DATASET", help="site dataset folder (corrections)")
+    p.add_argument(
+        "--output", required=True, type=Path, metavar="CARD", help="card to write, e.g. site_models/mr_landmarks.json"
+    )
+    p.add_argument("--epochs", type=shared.positive_int, default=5, help="passes over the training cases (default 5)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=shared.positive_int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level of the guard's one-sided test (default 0.05)"
+    )
+    p.add_argument("--name", help="model name recorded in the card (default: the base's name + _site)")
+    p.set_defaults(func=cmd_finetune)
 
     p = command(
         "evaluate-detectors",

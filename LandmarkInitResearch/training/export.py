@@ -218,8 +218,11 @@ def fine_tuned_from(init: str) -> dict:
     return origin
 
 
-def export_run(run, output, *, name: str | None = None, validation: dict | None = None, force: bool = False) -> Path:
-    """Write ``<output>.onnx``, ``<output>.pt`` and ``<output>.json`` (the card); returns the card path."""
+def export_run(
+    run, output, *, name: str | None = None, validation: dict | None = None, force: bool = False, validate: bool = True
+) -> Path:
+    """Write ``<output>.onnx``, ``<output>.pt`` and ``<output>.json`` (the card); returns the card path.
+    ``validate=False``: no ONNX validation on the run's validation cases (finetune measures the whole detector)."""
     run, output = Path(run), Path(output)
     cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
     if not (run / "best.pt").is_file():
@@ -305,7 +308,7 @@ def export_run(run, output, *, name: str | None = None, validation: dict | None 
         },
     }
     write_card(card_path, card)
-    measured = validate_exported(card_path, cfg)
+    measured = validate_exported(card_path, cfg) if validate else None
     if measured:
         card["validation"].update(measured["validation"])
         card["qa"] = measured["qa"]
