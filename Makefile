@@ -75,6 +75,16 @@ models: setup
 	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/mr_detector.json --work-dir build/mr_detector \
 	    --set promise12=$(PROMISE12)
 
+# Site adaptation (issue 23): LandmarkInitResearch/experiments/site_adaptation.json in build/site_adaptation; the
+# MR learning curve starts from the release-0.1 MR detector (extracted to build/site_adaptation/base), which never saw
+# a real image; the reports are written to docs/results/site-adaptation/.
+.PHONY: site-adaptation
+site-adaptation: setup
+	mkdir -p build/site_adaptation/base
+	git archive $(MODELS_BASE) Resources/Models | tar -x -C build/site_adaptation/base
+	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/site_adaptation.json \
+	    --work-dir build/site_adaptation --set promise12=$(PROMISE12)
+
 lint: setup
 	$(VENV)/bin/ruff check LandmarkInit LandmarkInitResearch Testing tools
 

@@ -199,6 +199,27 @@ def cmd_evaluate_real_mr(args) -> int:
     return EXIT_OK
 
 
+def cmd_site_learning_curve(args) -> int:
+    from LandmarkInitResearch.evaluation.site_adaptation import learning_curve, write_report
+
+    result = learning_curve(
+        args.base,
+        args.kind,
+        args.data,
+        args.counts,
+        args.work_dir,
+        test=args.test,
+        split_path=args.split,
+        seed=args.seed,
+        epochs=args.epochs,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    report = write_report(result, args.output_dir, description=args.description or "")
+    print(report.read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
 def cmd_evaluate(args) -> int:
     from LandmarkInitLib.pipeline.quality import load_thresholds
     from LandmarkInitResearch.evaluation.initialization_accuracy import calibrate_qa, evaluate, write_report
@@ -576,6 +597,30 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "LandmarkInitResearch/evaluation/real_mr_split.json)",
     )
     p.set_defaults(func=cmd_evaluate_real_mr)
+
+    p = command(
+        "site-learning-curve",
+        "a simulated site: finetune on its first N corrected cases, the held-out error against N",
+        "Cases of a pool arrive at a simulated site in a fixed order, each with the base detector's prediction and a "
+        "correction (real MR, --kind real-mr: the landmarks-from-mask points of the expert gland mask, pool = the "
+        "cross-validation cases of --split, test = its held-out cases; --kind phantom: the ground truth, pool = "
+        "--data, test = --test). For each N of --counts the first N cases become a site dataset in WORK_DIR and "
+        "`finetune` runs on it under its guard; the detector the site would then use (the new card, or the base "
+        "when finetune refused) is measured on the held-out test. Writes learning_curve.md / .json / .png to "
+        "OUTPUT_DIR; site datasets and cards stay in WORK_DIR.",
+        [shared.output_dir(), shared.threads(), shared.quiet()],
+    )
+    p.add_argument("--base", required=True, type=Path, metavar="CARD", help="the detector the site starts with")
+    p.add_argument("--kind", required=True, choices=("real-mr", "phantom"), help="where the cases come from")
+    p.add_argument("--data", required=True, type=Path, help="PROMISE12-like folder (real-mr) or phantom dataset")
+    p.add_argument("--test", type=Path, help="held-out phantom dataset (--kind phantom)")
+    p.add_argument("--split", type=Path, metavar="FILE", help="real-MR split file (default: the committed one)")
+    p.add_argument("--counts", type=int, nargs="+", default=[5, 10, 20, 25], help="site sizes (default 5 10 20 25)")
+    p.add_argument("--work-dir", required=True, type=Path, help="folder for the site datasets and their cards")
+    p.add_argument("--seed", type=int, default=23, help="seed of the cases' arrival order (default 23)")
+    p.add_argument("--epochs", type=shared.positive_int, help="finetune epochs (default: finetune's)")
+    p.add_argument("--description", default="", help="text for the report")
+    p.set_defaults(func=cmd_site_learning_curve)
 
     p = command(
         "evaluate",

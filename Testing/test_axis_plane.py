@@ -74,7 +74,9 @@ def _us_stages(out, axis_plane_weight):
     )
 
 
-def test_runtime_applies_the_step_along_the_volume_first_index_axis(tmp_path):
+def test_runtime_applies_the_step_along_the_grids_lateral_axis(tmp_path):
+    """The step's lateral axis is the model grid's I axis: for the shipped US cards the probe's lateral axis,
+    found from the fan (detection/probe_frame.py), not the volume's first index axis."""
     image = sitk.ReadImage(str(sample_case_dir() / "us.nrrd"))
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     # the sample array on an oblique, anisotropic, left-handed geometry
@@ -82,13 +84,15 @@ def test_runtime_applies_the_step_along_the_volume_first_index_axis(tmp_path):
     geometry = VolumeGeometry(
         tuple(reversed(array.shape)), np.array([0.8, 0.7, 0.9]), np.array([5, -9, 14.0]), direction
     )
-    plain = open_detector(_us_stages(tmp_path / "plain.json", 0.0)).detect_array(array, geometry)
+    plain_detector = open_detector(_us_stages(tmp_path / "plain.json", 0.0))
+    plain = plain_detector.detect_array(array, geometry)
     shrunk = open_detector(_us_stages(tmp_path / "shrunk.json", 0.4)).detect_array(array, geometry)
-    by_hand = shrink_posterior_median_to_axis_plane(plain.points_ras, direction[:, 0], 0.4)
+    lateral = plain_detector.global_stage.detect_in_probe_frame(array, geometry)[1][:, 0]
+    by_hand = shrink_posterior_median_to_axis_plane(plain.points_ras, lateral, 0.4)
     np.testing.assert_allclose(shrunk.points_ras, by_hand, atol=1e-6)
     assert np.linalg.norm(shrunk.points_ras[2] - plain.points_ras[2]) > 1e-3  # the step did something
     wrong_axis = shrink_posterior_median_to_axis_plane(plain.points_ras, direction[:, 1], 0.4)
-    assert np.linalg.norm(wrong_axis[2] - shrunk.points_ras[2]) > 1e-3  # and it is the I axis that counts
+    assert np.linalg.norm(wrong_axis[2] - shrunk.points_ras[2]) > 1e-3  # and it is the grid's axis that counts
 
 
 def test_axis_plane_weight_in_the_card_and_the_command(tmp_path):

@@ -28,6 +28,8 @@ RESEARCH = [
     "evaluate",
     "evaluate-mask-landmarks",
     "experiment",
+    "finetune",
+    "site-learning-curve",
 ]
 
 

@@ -4,6 +4,8 @@ averaged detector is exactly mirror-equivariant and equals the plain detector ru
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -77,12 +79,29 @@ def test_combine_views_exact_values():
     np.testing.assert_allclose(pooled, [np.sqrt(5.0 + 1.0), 2.0])
 
 
+def _in_index_axes(card, folder):
+    """A copy of a stage card (weights linked) whose grid follows the volume's index axes: the mirror machinery is
+    tested on its own, exactly, without the probe frame's estimate (detection/probe_frame.py) in between."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = json.loads(card.path.read_text(encoding="utf-8"))
+    data["input_grid"].pop("axes", None)
+    for f in data["files"].values():
+        target = folder / f["path"]
+        if not target.exists():
+            target.symlink_to(card.path.parent / f["path"])
+    out = folder / card.path.name
+    out.write_text(json.dumps(data), encoding="utf-8")
+    return out
+
+
 def _shipped_us_stages(out, mirror_average: bool):
-    """The shipped US two-stage detector written again, with mirror averaging on or off."""
+    """The shipped US two-stage detector written again in the volume's index axes, with mirror averaging on or
+    off."""
     shipped = load_card(models_dir() / "us_landmarks.json")
+    stages = out.parent / "stages"
     return write_two_stage_card(
-        shipped.stage_card("global").path,
-        [c.path for c in shipped.stage_cards("local")],
+        _in_index_axes(shipped.stage_card("global"), stages),
+        [_in_index_axes(c, stages) for c in shipped.stage_cards("local")],
         out,
         iterations=int(shipped.data["stages"]["local"]["iterations"]),
         postprocessing=shipped.postprocessing

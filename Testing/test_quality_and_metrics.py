@@ -261,7 +261,8 @@ def test_evaluate_command_on_a_tiny_dataset(tiny_dataset, tmp_path):
     assert "Synthetic phantom data, not patient data" in text and "Table 3" in text and "Table 4" in text
     assert (out / "registration_boxplots.png").stat().st_size > 10_000
     thresholds = json.loads((tmp_path / "qa.json").read_text())
-    assert thresholds["calibrated_on"] == str(tiny_dataset) and "fre_mm" in thresholds["thresholds"]
+    assert thresholds["calibrated_on"] == str(tiny_dataset) and thresholds["thresholds"]
+    assert set(thresholds["thresholds"]) <= set(FEATURES)
     for row in data["cases"]:  # the phantom's ICP estimate of T_gt is close to its known transform
         assert row["gt_icp_vs_known_sre_mm"] < 5.0
 

@@ -229,7 +229,8 @@ def test_add_correction_adds_an_edited_run_output(run_output, context, tmp_path,
     assert meta["source"] == "cli" and meta["correction_mm"]["us"]["apex"] == pytest.approx(4.0, abs=1e-4)
     for m in ("mr", "us"):
         assert meta["models"][m]["name"] == report["models"][m]["name"]
-        assert meta["models"][m]["sha256"] == report["models"][m]["sha256"] and len(meta["models"][m]["sha256"]) == 64
+        assert meta["models"][m]["sha256"] == report["models"][m]["card_sha256"]
+        assert len(meta["models"][m]["sha256"]) == 64
     assert main(["add-correction", "--case", str(case), "--site-dataset", str(site)]) == 0
     assert capsys.readouterr().out.startswith(f"updated {folder.name} in site dataset {site} ")
     assert [p.name for p in site.iterdir()] == [folder.name]

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "bad-input.md"
 SAMPLE = ROOT / "Resources" / "SampleData" / "phantom" / "case_0000"
 LANDMARKS = ROOT / "Resources" / "SampleData" / "landmarks"
+MODELS = ROOT / "Resources" / "Models"
 EXIT_BAD_INPUT = 2
 
 
@@ -37,7 +38,7 @@ EXIT_BAD_INPUT = 2
 class BadInput:
     command: str
     what: str  # the bad input, as the docs name it
-    argv: tuple[str, ...]  # {W} is the workspace folder
+    argv: tuple[str, ...]  # {W} is the workspace folder, {M} the shipped models folder
     exit: int = EXIT_BAD_INPUT
     usage: bool = False  # an argparse usage error: its usage lines come before the one error line
 
@@ -112,6 +113,29 @@ CATALOGUE = (
     batch("a `--cases` CSV without the `us` column", "no_us_column.csv"),
     batch("`--workers 0`", "escape.csv", "--workers", "0", usage=True),
     run("neither `--mr`/`--us` nor `--cases`", mr=None, output="out/none"),
+    run("`--models` naming a folder that does not exist", "--models", "{W}/nowhere"),
+    run("`--models` naming a folder without model cards", "--models", "{W}/empty_folder"),
+    run("`--models` whose `us_landmarks.json` is an MR model", "--models", "{W}/swapped_models"),
+    BadInput(
+        "add-correction",
+        "`--case` naming a folder that is not a `run` output",
+        ("add-correction", "--case", "{W}/empty_folder", "--site-dataset", "{W}/out/site"),
+    ),
+    BadInput(
+        "calibrate-flags",
+        "a `--data` folder without corrected cases",
+        ("calibrate-flags", "--data", "{W}/empty_folder", "--output", "{W}/out/qa.json"),
+    ),
+    BadInput(
+        "finetune",
+        "a site dataset with fewer than 10 cases",
+        ("finetune", "--base", "{M}/mr_landmarks.json", "--data", "{W}/empty_folder", "--output", "{W}/out/m.json"),
+    ),
+    BadInput(
+        "finetune",
+        "a local (refinement) card as the base",
+        ("finetune", "--base", "{M}/mr_landmarks_g2l-local.json", "--data", "{W}/done", "--output", "{W}/out/m.json"),
+    ),
 )
 
 
@@ -173,6 +197,13 @@ def make_workspace(w: Path) -> None:
     )
     (w / "escape.csv").write_text("case,mr,us\n../escape,mr.nrrd,us.nrrd\n")
     (w / "no_us_column.csv").write_text("case,mr\nc1,mr.nrrd\n")
+    swapped = w / "swapped_models"  # a models folder whose US card holds the MR detector
+    swapped.mkdir()
+    for card in MODELS.glob("mr_landmarks*.json"):
+        shutil.copy(card, swapped / card.name)
+    for weights in [*MODELS.glob("mr_landmarks_g2l-*.onnx"), *MODELS.glob("mr_landmarks_g2l-*.pt")]:
+        (swapped / weights.name).symlink_to(weights)
+    shutil.copy(MODELS / "mr_landmarks.json", swapped / "us_landmarks.json")
     (w / "done").mkdir()
     (w / "done" / "report.json").write_text("{}\n")
 
@@ -209,11 +240,11 @@ def measure() -> tuple[list[tuple[BadInput, int, str]], list[str]]:
         before = tree(pristine)
         for case in CATALOGUE:
             shutil.copytree(pristine, w, symlinks=True)  # every entry starts from the same files
-            argv = [a.replace("{W}", str(w)) for a in case.argv]
+            argv = [a.replace("{W}", str(w)).replace("{M}", str(MODELS)) for a in case.argv]
             code, stderr = run_command(argv)
             lines = [line for line in stderr.splitlines() if line.strip()]
             said = lines[-1] if lines else ""
-            said = said.replace(str(w) + os.sep, "").replace(str(w), ".")
+            said = said.replace(str(w) + os.sep, "").replace(str(w), ".").replace(str(MODELS), "Resources/Models")
             if code != case.exit:
                 problems.append(f"{case.command}: {case.what}: exit {code}, expected {case.exit}: {said}")
             message_lines = [line for line in lines if line.startswith("landmarkinit")] if case.usage else lines

@@ -161,12 +161,14 @@ def render() -> str:
     lines += [
         "## Quality-control thresholds (`qa_thresholds.json`)",
         "",
-        f"Calibrated on {qa.get('cases')} {qa.get('data', '')} cases (`{qa.get('calibrated_on')}`, "
-        f"{qa.get('failed_cases')} of them failed): {qa.get('rule')}.",
+        f"Calibrated on {qa['calibrated_on']['data']}: {qa['calibrated_on']['cases']} cases, "
+        f"{qa['calibrated_on']['failed_cases']} of them failed. Rule: {qa['rule']}. Stated false-alarm rate "
+        f"{qa['false_alarm_rate']:.0%}; measured figures: [results/quality-flags/report.md]"
+        "(results/quality-flags/report.md).",
         "",
-        "| feature | threshold |",
-        "| --- | --- |",
-        *(f"| {k} | {v:.3g} |" for k, v in qa["thresholds"].items()),
+        "| feature | flags when | threshold |",
+        "| --- | --- | --- |",
+        *(f"| {k} | {qa['features'].get(k, '')} | {v:.3g} |" for k, v in qa["thresholds"].items()),
         "",
     ]
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from LandmarkInitLib.landmarks import LANDMARK_LABELS, MODALITIES, MODALITY_DISP
 
 SITE_CASE_SCHEMA = "landmarkinit-site-case/1"
 SITE_CASE_KIND = "site-correction"
-SOURCES = ("slicer", "app", "cli")
+SOURCES = ("slicer", "app", "cli", "simulated")  # simulated: research experiments (site_adaptation.py)
 VOLUME_FILES = {"mr": "mr.nrrd", "us": "us.nrrd"}
 CORRECTED_FILES = {"mr": MR_LANDMARKS_FILE, "us": US_LANDMARKS_FILE}
 PREDICTED_FILES = {"mr": "mr_landmarks_predicted.mrk.json", "us": "us_landmarks_predicted.mrk.json"}
