@@ -212,11 +212,29 @@ def cmd_site_learning_curve(args) -> int:
         split_path=args.split,
         seed=args.seed,
         epochs=args.epochs,
+        lr=args.lr,
         threads=args.threads,
         progress=not args.quiet,
     )
     report = write_report(result, args.output_dir, description=args.description or "")
     print(report.read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def cmd_evaluate_quality_flags(args) -> int:
+    from LandmarkInitResearch.evaluation import quality_flags as qf
+
+    if args.action == "rows":
+        if not (args.kind and args.data and args.output):
+            raise LandmarkInitError("evaluate-quality-flags rows needs --kind, --data and --output")
+        print(f"wrote {qf.write_rows(args.kind, args.data, args.output)}")
+        return EXIT_OK
+    if not (args.calibration and args.held_out and args.thresholds and args.report_dir):
+        raise LandmarkInitError(
+            "evaluate-quality-flags ship needs --calibration, --held-out, --thresholds and --report-dir"
+        )
+    qf.write_shipped(args.calibration, args.held_out, args.real, args.thresholds, args.report_dir, args.rate)
+    print(f"wrote {args.thresholds} and {args.report_dir / 'report.md'}")
     return EXIT_OK
 
 
@@ -599,6 +617,30 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.set_defaults(func=cmd_evaluate_real_mr)
 
     p = command(
+        "evaluate-quality-flags",
+        "the evidence for the quality flags, and the shipped thresholds chosen from it",
+        "rows: per case (phantom: --data DIR with known transforms) the QA features of the shipped pipeline with the "
+        "initialization error and each landmark's detector error, spread and global-vs-refined disagreement; or per "
+        "real MR case (--kind real-mr, PROMISE12 layout) the MR detector's per-landmark evidence against the "
+        "landmarks-from-mask points; written to --output (errors and features only). ship: thresholds chosen on "
+        "the --calibration rows (the fewest features that flag every failed initialization, SRE > 5 mm, each at "
+        "the split-conformal threshold for --rate of the good cases), measured on the --held-out rows, written to "
+        "--thresholds with report.md / results.json in --report-dir.",
+        [],
+    )
+    p.add_argument("action", choices=("rows", "ship"))
+    p.add_argument("--kind", choices=("phantom", "real-mr"), help="rows: phantom cases or real MR")
+    p.add_argument("--data", type=Path, help="rows: the dataset")
+    p.add_argument("--output", type=Path, help="rows: the rows file to write (JSON)")
+    p.add_argument("--calibration", type=Path, nargs="+", help="ship: phantom rows to choose the thresholds on")
+    p.add_argument("--held-out", type=Path, help="ship: phantom rows to measure them on")
+    p.add_argument("--real", type=Path, help="ship: real-MR rows (the MR detector's per-landmark flags)")
+    p.add_argument("--rate", type=float, default=0.1, help="ship: stated false-alarm rate (default 0.1)")
+    p.add_argument("--thresholds", type=Path, help="ship: thresholds file to write")
+    p.add_argument("--report-dir", type=Path, help="ship: folder for report.md and results.json")
+    p.set_defaults(func=cmd_evaluate_quality_flags)
+
+    p = command(
         "site-learning-curve",
         "a simulated site: finetune on its first N corrected cases, the held-out error against N",
         "Cases of a pool arrive at a simulated site in a fixed order, each with the base detector's prediction and a "
@@ -619,6 +661,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--work-dir", required=True, type=Path, help="folder for the site datasets and their cards")
     p.add_argument("--seed", type=int, default=23, help="seed of the cases' arrival order (default 23)")
     p.add_argument("--epochs", type=shared.positive_int, help="finetune epochs (default: finetune's)")
+    p.add_argument("--lr", type=float, help="finetune learning rate (default: finetune's)")
     p.add_argument("--description", default="", help="text for the report")
     p.set_defaults(func=cmd_site_learning_curve)
 

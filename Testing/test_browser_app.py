@@ -327,3 +327,88 @@ def test_correct_a_point_save_and_the_case_appears_in_the_site_dataset(page, out
         assert not np.allclose(predicted_landmarks(opened, "us").points_ras, saved_us.points_ras)
     finally:
         checkbox.uncheck()
+
+
+def _start_app(tmp_path: Path, *options) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "LandmarkInitLib.cli", "app", "--port", "0", "--host", "127.0.0.1", "--backend"]
+    cmd += ["onnx", "--output-dir", str(tmp_path / "out"), *options]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    line = proc.stdout.readline().decode()
+    assert line.startswith("LandmarkInit app: http://127.0.0.1:"), f"no URL printed: {line!r}"
+    return proc, line.split(": ", 1)[1].strip()
+
+
+def test_corrections_saved_in_the_browser_become_a_site_model_that_the_app_then_runs(browser, tmp_path):
+    """The loop of issue 23 from the saved files: a point corrected in the browser and saved lands in the site
+    dataset; nine more cases with the same correction (the site's convention for the US apex, as its clinicians
+    would keep making it) complete it; `finetune` adapts the shipped US global detector and its guard accepts;
+    the app started on that models folder runs the new card and names it."""
+    import SimpleITK as sitk
+
+    from LandmarkInitLib.cli import main
+    from LandmarkInitLib.detection.model_card import load_card
+    from LandmarkInitLib.io.datasets import open_dataset
+    from LandmarkInitLib.io.site_dataset import add_case, predicted_landmarks
+    from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
+    from LandmarkInitLib.resources import models_dir, sample_case_dir
+
+    site = tmp_path / "site"
+    proc, url = _start_app(tmp_path, "--site-dataset", str(site))
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 850})
+        page.goto(url)
+        wait_for_views(page)
+        run_detect(page)
+        page.locator("[data-testid=add-to-site-dataset] input").check()
+        drag_point(page, "us", "apex", 60)
+        save_to(page, tmp_path / "out", "corrected")
+        page.wait_for_function("() => document.body.innerText.includes('added to site dataset')", timeout=30_000)
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    (browser_case,) = open_dataset(site)
+    apex = LANDMARK_LABELS.index("apex")
+    shift = np.zeros((3, 3))
+    shift[apex] = browser_case.landmarks("us").point("apex") - predicted_landmarks(browser_case, "us").point("apex")
+    assert np.linalg.norm(shift) > 2.0
+
+    sample = open_dataset(sample_case_dir())[0]
+    image = sitk.ReadImage(str(sample.images["us"]))
+    truth = sample.landmarks("us").ordered(LANDMARK_LABELS)
+    rng = np.random.default_rng(7)
+    for i in range(9):  # the same anatomy moved by a few mm, with noise of its own: nine more corrected cases
+        move = rng.uniform(-4.0, 4.0, 3)  # RAS
+        moved = sitk.Cast(sitk.AdditiveGaussianNoise(image, 3.0, 0.0, i + 1), image.GetPixelID())
+        moved = sitk.Mask(moved, sitk.Cast(image > 0, sitk.sitkUInt8))  # the zero background around the fan
+        moved.SetOrigin(tuple(np.array(image.GetOrigin()) + move * [-1, -1, 1]))
+        points = truth + move
+        add_case(
+            site,
+            {"us": moved},
+            {"us": LandmarkSet(LANDMARK_LABELS, points)},
+            {"us": LandmarkSet(LANDMARK_LABELS, points + shift)},
+            source="cli",
+        )
+    assert len(open_dataset(site)) == 10
+
+    models = tmp_path / "site_models"
+    argv = ["finetune", "--base", str(models_dir() / "us_landmarks_g2l-global.json"), "--data", str(site)]
+    argv += ["--output", str(models / "us_landmarks.json"), "--epochs", "3", "--lr", "1e-3", "--threads", "2"]
+    assert main([*argv, "--quiet"]) == 0
+    card = load_card(models / "us_landmarks.json")
+    assert card.name == "us_landmarks_g2l-global_site" and card.data["site_adaptation"]["site_cases"] == 10
+
+    proc, url = _start_app(tmp_path, "--models", str(models))
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 850})
+        page.goto(url)
+        wait_for_views(page)
+        run_detect(page)
+        named = page.inner_text("#lm-models")
+        assert f"US model: us_landmarks_g2l-global_site (from {models.resolve()}, card sha256 " in named
+        assert "MR model: mr_landmarks_two-stage (shipped" in named
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

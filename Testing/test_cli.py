@@ -30,6 +30,7 @@ RESEARCH = [
     "experiment",
     "finetune",
     "site-learning-curve",
+    "evaluate-quality-flags",
 ]
 
 

@@ -44,6 +44,7 @@ def test_report_tables_the_decisions_exactly(tmp_path):
         "kind": "real-mr",
         "test": "held-out",
         "arrival_seed": 23,
+        "finetune_settings": {"epochs": 5, "lr": 1e-4},
         "rows": [
             {"corrected_cases": 0, "decision": "base", "test_case_mm": {"a": 10.0, "b": 6.0}},
             {"corrected_cases": 5, "decision": "refused", "reason": "too few", "test_case_mm": {"a": 10.0, "b": 6.0}},

@@ -122,6 +122,7 @@ def learning_curve(
     split_path=None,
     seed: int = 23,
     epochs: int | None = None,
+    lr: float | None = None,
     threads: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -154,6 +155,7 @@ def learning_curve(
                 progress=progress,
                 command=f"site-learning-curve ({n} corrected cases)",
                 **({"epochs": epochs} if epochs else {}),
+                **({"lr": lr} if lr else {}),
             )
         except LandmarkInitError as e:  # too few cases: the site keeps the base
             row.update(decision="refused", reason=str(e), card=str(base))
@@ -179,6 +181,7 @@ def learning_curve(
         "data": str(data),
         "test": str(test) if test else "held_out_test of " + str(split_path or "real_mr_split.json"),
         "arrival_seed": seed,
+        "finetune_settings": {"epochs": epochs or ft.DEFAULT_EPOCHS, "lr": lr or ft.DEFAULT_LR},
         "rows": rows,
     }
 
@@ -219,7 +222,8 @@ def write_report(result: dict, output_dir, *, description: str = "", target=None
         "",
         f"Base: `{result['base']['name']}` (`{result['base']['card']}`). Held-out test: {result['test']}, "
         f"{len(rows[0]['test_case_mm'])} cases, never in a site. Cases arrive in a fixed order "
-        f"(seed {result['arrival_seed']}); a site with N cases holds the first N.",
+        f"(seed {result['arrival_seed']}); a site with N cases holds the first N. finetune: "
+        f"{result['finetune_settings']['epochs']} epochs, lr {result['finetune_settings']['lr']:g}.",
         "",
         "| corrected cases | finetune | site's held-out cases: base -> fine-tuned (mm), p | held-out test mean "
         "(mm) | median (mm) | change of the mean |",
