@@ -200,7 +200,7 @@ def cmd_evaluate_real_mr(args) -> int:
 
 
 def cmd_site_learning_curve(args) -> int:
-    from LandmarkInitResearch.evaluation.site_adaptation import learning_curve, write_report
+    from LandmarkInitResearch.evaluation.site_adaptation import learning_curve, target_line, write_report
 
     result = learning_curve(
         args.base,
@@ -216,7 +216,14 @@ def cmd_site_learning_curve(args) -> int:
         threads=args.threads,
         progress=not args.quiet,
     )
-    report = write_report(result, args.output_dir, description=args.description or "")
+    target = None
+    if args.target_cases:
+        cases, drop, mm = args.target_cases, args.target_drop, args.target_mm
+
+        def target(rows):
+            return target_line(rows, cases, drop, mm)
+
+    report = write_report(result, args.output_dir, description=args.description or "", target=target)
     print(report.read_text(encoding="utf-8"))
     return EXIT_OK
 
@@ -663,6 +670,9 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--epochs", type=shared.positive_int, help="finetune epochs (default: finetune's)")
     p.add_argument("--lr", type=float, help="finetune learning rate (default: finetune's)")
     p.add_argument("--description", default="", help="text for the report")
+    p.add_argument("--target-cases", type=int, metavar="N", help="state in the report whether the target is met at N")
+    p.add_argument("--target-drop", type=float, default=0.3, help="target: fall of the mean error (default 0.3)")
+    p.add_argument("--target-mm", type=float, default=5.0, help="target: or a mean error this low (default 5)")
     p.set_defaults(func=cmd_site_learning_curve)
 
     p = command(

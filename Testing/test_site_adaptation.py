@@ -13,7 +13,13 @@ from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.io.datasets import open_dataset
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
-from LandmarkInitResearch.evaluation.site_adaptation import arrival_order, pool_and_test, write_report, write_site
+from LandmarkInitResearch.evaluation.site_adaptation import (
+    arrival_order,
+    pool_and_test,
+    target_line,
+    write_report,
+    write_site,
+)
 
 
 def test_arrival_order_is_a_fixed_permutation_whatever_the_listing_order():
@@ -59,12 +65,15 @@ def test_report_tables_the_decisions_exactly(tmp_path):
     for row in result["rows"]:
         values = list(row["test_case_mm"].values())
         row["test_mean_mm"], row["test_median_mm"] = float(np.mean(values)), float(np.median(values))
-    path = write_report(result, tmp_path, description="d")
+    path = write_report(result, tmp_path, description="d", target=lambda rows: target_line(rows, 20, 0.3, 5.0))
     table = [line for line in path.read_text().splitlines() if line.startswith("| ")][2:]
     assert table == [
         "| 0 | base | - | 8.00 | 8.00 | +0% |",
         "| 5 | refused | too few | 8.00 | 8.00 | +0% |",
         "| 20 | accepted | 8.00 -> 4.00, p = 0.0312 | 4.50 | 4.50 | -44% |",
     ]
+    assert "**met** (8.00 -> 4.50 mm, -44%)" in path.read_text()
+    assert target_line(result["rows"], 5, 0.3, 5.0).endswith("**not met** (8.00 -> 8.00 mm, +0%).")
+    assert target_line(result["rows"], 10, 0.3, 5.0).endswith("not measured (no site of 10 cases).")
     assert json.loads((tmp_path / "learning_curve.json").read_text())["rows"][2]["test_mean_mm"] == pytest.approx(4.5)
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000

@@ -186,6 +186,22 @@ def learning_curve(
     }
 
 
+def target_line(rows: list[dict], cases: int, drop: float, mm: float) -> str:
+    """The issue's target at ``cases`` corrected cases: the held-out mean falls by ``drop`` or more against the
+    base, or reaches ``mm`` or less."""
+    base = rows[0]["test_mean_mm"]
+    row = next((r for r in rows if r["corrected_cases"] == cases), None)
+    if row is None:
+        return f"Target ({cases} corrected cases): not measured (no site of {cases} cases)."
+    change = (row["test_mean_mm"] - base) / base
+    met = change <= -drop or row["test_mean_mm"] <= mm
+    return (
+        f"Target (issue 23): with {cases} corrected cases the held-out mean error falls by {drop:.0%} or more "
+        f"against the base, or reaches {mm:g} mm or less: **{'met' if met else 'not met'}** "
+        f"({base:.2f} -> {row['test_mean_mm']:.2f} mm, {change:+.0%})."
+    )
+
+
 def write_report(result: dict, output_dir, *, description: str = "", target=None) -> Path:
     """learning_curve.json, .md and .png in ``output_dir``."""
     import matplotlib
