@@ -394,7 +394,7 @@ def test_corrections_saved_in_the_browser_become_a_site_model_that_the_app_then_
 
     models = tmp_path / "site_models"
     argv = ["finetune", "--base", str(models_dir() / "us_landmarks_g2l-global.json"), "--data", str(site)]
-    argv += ["--output", str(models / "us_landmarks.json"), "--epochs", "3", "--lr", "1e-3", "--threads", "2"]
+    argv += ["--output", str(models / "us_landmarks.json"), "--epochs", "6", "--lr", "3e-4", "--threads", "2"]
     assert main([*argv, "--quiet"]) == 0
     card = load_card(models / "us_landmarks.json")
     assert card.name == "us_landmarks_g2l-global_site" and card.data["site_adaptation"]["site_cases"] == 10
