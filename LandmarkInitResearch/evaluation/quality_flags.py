@@ -110,6 +110,7 @@ def _flagged(features: dict, thresholds: dict) -> bool:
 def phantom_figures(rows, thresholds) -> dict:
     bad = np.array([r["sre_mm"] > BAD_SRE_MM for r in rows])
     flagged = np.array([_flagged(r["features"], thresholds) for r in rows])
+    detector = np.array([bool(r["mr"]["flags"] or r["us"]["flags"]) for r in rows])
     return {
         "cases": int(bad.size),
         "failed": int(bad.sum()),
@@ -117,6 +118,9 @@ def phantom_figures(rows, thresholds) -> dict:
         "good_flagged": int((~bad & flagged).sum()),
         "false_alarm_rate": float((~bad & flagged).sum() / max((~bad).sum(), 1)),
         "recall": float((bad & flagged).sum() / bad.sum()) if bad.any() else None,
+        # what a user sees as "review": these thresholds or any flag of the detectors themselves
+        "good_reviewed": int((~bad & (flagged | detector)).sum()),
+        "failed_reviewed": int((bad & (flagged | detector)).sum()),
     }
 
 
@@ -147,18 +151,23 @@ def write_shipped(
     write the thresholds file and report.md / results.json."""
     from LandmarkInitLib.pipeline.quality import FEATURES, QA_SCHEMA, choose_thresholds
 
+    def shown(path) -> str:  # relative to the folder the command runs in (the repository), when inside it
+        path = Path(path).resolve()
+        return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
     cal = [r for p in calibration for r in json.loads(Path(p).read_text(encoding="utf-8"))]
     test = json.loads(Path(held_out).read_text(encoding="utf-8"))
     bad = [r["sre_mm"] > BAD_SRE_MM for r in cal]
     thresholds, cal_fig = choose_thresholds([r["features"] for r in cal], bad, rate)
     test_fig = phantom_figures(test, thresholds)
+    cal_view = phantom_figures(cal, thresholds)  # the same figures as cal_fig, with the detectors' own flags
     per_feature = {}
     for name in FEATURES:  # each feature alone at the same rate, for the record
         alone, fig = choose_thresholds([r["features"] for r in cal], bad, rate, candidates=[name])
         per_feature[name] = {"threshold": alone[name], "calibration": fig, "held_out": phantom_figures(test, alone)}
     real_rows = json.loads(Path(real).read_text(encoding="utf-8")) if real else []
     real_fig = {g: real_mr_figures(real_rows, g) for g in ("cross_validation", "held_out_test")} if real_rows else None
-    cal_names = ", ".join(str(p) for p in calibration)
+    cal_names = ", ".join(shown(p) for p in calibration)
     doc = {
         "schema": QA_SCHEMA,
         "thresholds": thresholds,
@@ -176,7 +185,7 @@ def write_shipped(
             "failed_cases": cal_fig["failed"],
         },
         "calibration_figures": cal_fig,
-        "held_out": {"data": f"SYNTHETIC phantom held-out test cases ({held_out})", **test_fig},
+        "held_out": {"data": f"SYNTHETIC phantom held-out test cases ({shown(held_out)})", **test_fig},
         "report": "docs/results/quality-flags/report.md",
     }
     thresholds_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
@@ -200,18 +209,24 @@ def write_shipped(
         f"Failed initialization: detected-landmark SRE > {BAD_SRE_MM:g} mm. Stated false-alarm rate: {rate:.0%} "
         "(expected share of good cases flagged on new cases). Rule: " + doc["rule"] + ".",
         "",
-        f"Calibration: {cal_names} ({cal_fig['cases']} cases, {cal_fig['failed']} failed). Held out: {held_out} "
+        f"Calibration: {cal_names} ({cal_fig['cases']} cases, {cal_fig['failed']} failed). Held out: {shown(held_out)} "
         f"({test_fig['cases']} cases, {test_fig['failed']} failed), never used for choosing.",
         "",
         "## Shipped: "
         + ", ".join(f"{n} {'>' if FEATURES[n][0] == 'high' else '<'} {v:.3g}" for n, v in thresholds.items()),
         "",
-        "| cases | failed flagged | good flagged (false alarms) |",
-        "| --- | --- | --- |",
-        f"| calibration | {cal_fig['failed_flagged']} of {cal_fig['failed']} | {cal_fig['good_flagged']} of "
-        f"{cal_fig['cases'] - cal_fig['failed']} ({pct(cal_fig['false_alarm_rate'])}) |",
-        f"| held out | {test_fig['failed_flagged']} of {test_fig['failed']} | {test_fig['good_flagged']} of "
-        f"{test_fig['cases'] - test_fig['failed']} ({pct(test_fig['false_alarm_rate'])}) |",
+        "| cases | failed flagged | good flagged (false alarms) | with the detectors' own flags: failed / good "
+        "flagged for review |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {name} | {f['failed_flagged']} of {f['failed']} | {f['good_flagged']} of {f['cases'] - f['failed']} "
+            f"({pct(f['false_alarm_rate'])}) | {f['failed_reviewed']} of {f['failed']} / {f['good_reviewed']} of "
+            f"{f['cases'] - f['failed']} ({pct(f['good_reviewed'] / max(f['cases'] - f['failed'], 1))}) |"
+            for name, f in (("calibration", cal_view), ("held out", test_fig))
+        ),
+        "",
+        "The detectors' own flags (a point outside the volume, a global-stage heatmap spread beyond its card's "
+        "limit, an ambiguous US orientation) also send a case to review; they are not chosen by this rule.",
         "",
         f"## Each feature alone (threshold for {rate:.0%})",
         "",
