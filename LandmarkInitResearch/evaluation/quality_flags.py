@@ -175,7 +175,8 @@ def write_shipped(
         "false_alarm_rate": rate,
         "rule": (
             f"a case is a failed initialization when its detected-landmark SRE exceeds {BAD_SRE_MM:g} mm (known "
-            "transform); the smallest set of features that flags every failed calibration case, each at the "
+            "transform); the smallest set of features that flags every failed calibration case (else the most of "
+            "them), each at the "
             f"split-conformal threshold for {rate:g} / (number of features) of the good cases "
             "(LandmarkInitLib.pipeline.quality.choose_thresholds)"
         ),
