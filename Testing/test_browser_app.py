@@ -176,19 +176,8 @@ def test_detect_drag_save_in_the_browser(page, output_root):
     # Drag the US apex along the screen's x axis, in the US view, with the mouse.
     time.sleep(1.0)  # let the fused view settle before the reference screenshot
     fused_before = fused_pixels(page)
-    x, y = screen_position(page, "us", "apex")
     drag_px = 60
-    page.mouse.move(x, y)
-    page.mouse.down()
-    for step in range(1, 13):
-        page.mouse.move(x + drag_px * step / 12, y)
-        time.sleep(0.03)
-    page.mouse.up()
-    page.wait_for_function(
-        "(m) => JSON.stringify(JSON.parse(document.querySelector('#lm-debug').textContent).matrix) !== m",
-        arg=json.dumps(state["matrix"]),
-        timeout=20_000,
-    )
+    drag_point(page, "us", "apex", drag_px)
     page.wait_for_selector("[data-testid=error]", state="detached")
 
     # The fused view re-rendered: MR moved under the transform (far more pixels than a point marker covers).

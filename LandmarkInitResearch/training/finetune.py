@@ -50,7 +50,8 @@ class SiteCase:
 
 def read_site_cases(root, modality: str) -> tuple[list[SiteCase], list[str], dict[str, int]]:
     """The usable cases of ``modality`` in a site dataset: (cases, skipped "name: why", count of cases per modality).
-    The one place that reads the layout (switch to io.datasets.open_dataset once it reads site cases)."""
+    Not io.datasets.open_dataset, which refuses the whole folder for one broken case: a site dataset grows case by
+    case, and one unreadable case is skipped (and listed) rather than stopping the site's fine-tuning."""
     from LandmarkInitLib.io.datasets import CASE_FILES, read_mrk_json
 
     root = Path(root)
@@ -303,7 +304,7 @@ def _finetune_stage(stage: ModelCard, volumes, run: Path, output: Path, name: st
     from LandmarkInitResearch.training.export import export_run
     from LandmarkInitResearch.training.methods import LOCAL_METHODS
     from LandmarkInitResearch.training.networks import build_model
-    from LandmarkInitResearch.training.train import TrainConfig, _load_initial_weights, compute_loss, select_channels
+    from LandmarkInitResearch.training.train import TrainConfig, _load_initial_weights, optimisation_step
 
     method, grid, modality = stage.data["method"], stage.grid, stage.modality
     trained = stage.data.get("training") or {}
@@ -348,13 +349,8 @@ def _finetune_stage(stage: ModelCard, volumes, run: Path, output: Path, name: st
     for epoch in range(s["epochs"]):
         dataset.set_epoch(epoch)
         model.train()
-        for x, target, channel in loader:
-            outputs, target = select_channels(model(x), target, channel)
-            loss = compute_loss(cfg, outputs, target, axes, grid, model)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        for batch in loader:
+            losses.append(optimisation_step(cfg, model, model, batch, optimizer, axes, grid))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             bar.update()
     run.mkdir(parents=True)

@@ -170,6 +170,18 @@ def compute_loss(cfg: TrainConfig, model_out, target, axes, grid: ModelGrid, mod
     return loss
 
 
+def optimisation_step(cfg: TrainConfig, net, model, batch, optimizer, axes, grid: ModelGrid) -> float:
+    """One gradient step on a batch (x, target, channel) of a LandmarkDataset or LocalPatchDataset; ``net`` is the
+    model or its DistributedDataParallel wrapper. Returns the loss."""
+    x, target, channel = batch
+    outputs, target = select_channels(net(x), target, channel)
+    loss = compute_loss(cfg, outputs, target, axes, grid, model)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def _initial_weights(path) -> dict:
     """Weights to fine-tune from: a checkpoint file, a run folder (its best.pt), or an exported model card (.json,
     e.g. a shipped stage in Resources/Models: the network inside its TorchScript file, checksum-checked). The
@@ -339,13 +351,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             unit="batch",
             leave=False,
         )
-        for x, target, channel in bar:
-            outputs, target = select_channels(net(x), target, channel)
-            loss = compute_loss(cfg, outputs, target, axes, grid, model)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        for batch in bar:
+            losses.append(optimisation_step(cfg, net, model, batch, optimizer, axes, grid))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if rank == 0:
             val_mre, val_errors = evaluate_mre(model, val_loader)

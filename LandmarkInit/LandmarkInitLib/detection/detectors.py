@@ -225,6 +225,10 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
             detection.flags += orientation_flags
             return detection
         check_volume(array, f"the {self.card.modality.upper()} volume")
+        return self._detect_in_frame(array, geometry, frame, image)
+
+    def _detect_in_frame(self, array, geometry: VolumeGeometry, frame, image, with_flags: bool = True) -> Detection:
+        """detect_array on a volume already checked (``with_flags``: compute its quality flags too)."""
         t0 = time.perf_counter()
         card = self.card
         image = sitk_image(array, geometry) if image is None else image
@@ -236,7 +240,8 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         detection = self.detection(
             points, spread, {"preprocess": t1 - t0, "inference": t2 - t1, "total": time.perf_counter() - t0}
         )
-        detection.flags = quality_flags(self.card, array, geometry, detection)
+        if with_flags:
+            detection.flags = quality_flags(self.card, array, geometry, detection)
         return detection
 
     def detect_in_probe_frame(
@@ -249,14 +254,15 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         frames = candidate_frames(array, geometry)
         if frames is None:
             frame = self.card.grid.frame_for(geometry)
-            return self.detect_array(array, geometry, frame, image), frame, [FLAG_NO_FAN]
+            return self._detect_in_frame(array, geometry, frame, image), frame, [FLAG_NO_FAN]
         image = sitk_image(array, geometry) if image is None else image
-        detections = [self.detect_array(array, geometry, f, image) for f in frames]
+        detections = [self._detect_in_frame(array, geometry, f, image, with_flags=False) for f in frames]
         own_axes = geometry.direction_ras
         best, flag = choose_frame(
             [np.mean(d.spread_mm) for d in detections], [np.trace(f.T @ own_axes) for f in frames]
         )
         detection = detections[best]
+        detection.flags = quality_flags(self.card, array, geometry, detection)  # of the chosen frame only
         detection.seconds["total"] = time.perf_counter() - t0
         return detection, frames[best], [flag] if flag else []
 
