@@ -59,6 +59,15 @@ results: setup
 	$(VENV)/bin/landmarkinit evaluate --data $(TEST_DATA) --output-dir docs/results/registration --workers 2 --quiet \
 	    --description "$(TEST_DATA_TEXT) Shipped detectors and QA thresholds (docs/models.md)."
 
+# Robustness of the shipped detectors to acquisition (axis orders, reslices, clinical series, US spacing), on the
+# first 10 test cases: docs/results/robustness/.
+.PHONY: robustness
+robustness: setup
+	$(VENV)/bin/landmarkinit phantom --count 50 --seed 3 --output $(TEST_DATA) --workers 2 --quiet
+	$(VENV)/bin/landmarkinit evaluate-robustness --data $(TEST_DATA) --cases 10 --output-dir docs/results/robustness \
+	    --models Resources/Models/mr_landmarks.json Resources/Models/us_landmarks.json --quiet --description \
+	    "Held-out phantom cases: the first 10 of data/test (\`landmarkinit phantom --count 50 --seed 3\`, seeds never used in training). The shipped detectors; the MR detector before and after issue 22: robustness/mr/; the US candidate trained in a physical frame (not shipped): us_detector/."
+
 # The shipped MR detector, rebuilt: LandmarkInitResearch/experiments/mr_detector.json (phantom data, real PROMISE12
 # cases read from $(PROMISE12) and never written to the repository, fine-tuning with domain randomization, export,
 # two-stage card, old-vs-new evaluation) runs in build/mr_detector (docs/research.md). It fine-tunes the networks of

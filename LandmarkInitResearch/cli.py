@@ -40,6 +40,10 @@ def cmd_phantom(args) -> int:
         raise LandmarkInitError("--partial-fraction must be between 0 and 1")
     if not 0.0 <= args.rectum_lateral <= RECTUM_LATERAL_MAX_MM:
         raise LandmarkInitError(f"--rectum-lateral must be between 0 and {RECTUM_LATERAL_MAX_MM:g} mm")
+    if not 0.0 <= args.endorectal_coil <= 1.0:
+        raise LandmarkInitError("--endorectal-coil must be between 0 and 1")
+    if not 0.0 <= args.us_artifacts <= 1.0:
+        raise LandmarkInitError("--us-artifacts must be between 0 and 1")
     summary = generate_dataset(
         args.output,
         args.count,
@@ -51,6 +55,8 @@ def cmd_phantom(args) -> int:
             partial_fraction=args.partial_fraction,
             rectum_lateral_mm=args.rectum_lateral,
             us_scanner=args.us_scanner,
+            endorectal_coil_fraction=args.endorectal_coil,
+            us_artifacts_fraction=args.us_artifacts,
         ),
         force=args.force,
         progress=not args.quiet,
@@ -89,6 +95,7 @@ def cmd_train(args) -> int:
         grid_shape=args.grid_shape,
         grid_spacing_mm=args.grid_spacing,
         domain_randomization=args.domain_randomization,
+        tissue_intensities=args.tissue_intensities,
         real_mr=str(args.real_mr) if args.real_mr else None,
         real_mr_folds=args.real_mr_folds,
         real_mr_val_folds=args.real_mr_val_folds,
@@ -97,6 +104,7 @@ def cmd_train(args) -> int:
         grid_axes=args.grid_axes,
         augment_orientation=args.augment_orientation,
         augment_appearance=args.augment_appearance,
+        keep=args.keep,
     )
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"{args.output}: best validation MRE {result['best_val_mre_mm']:.2f} mm")
@@ -190,9 +198,19 @@ def cmd_evaluate_robustness(args) -> int:
 def cmd_evaluate_real_mr(args) -> int:
     from LandmarkInitResearch.evaluation.real_mr import evaluate_real_mr, load_split, write_report
 
+    if not args.models and not args.cross_validation:
+        raise LandmarkInitError(
+            "evaluate-real-mr needs --models CARD ... or --cross-validation CARD ... (one per fold)"
+        )
     split = load_split(args.split)
     results = evaluate_real_mr(
-        args.models, args.data, split, progress=not args.quiet, backend=args.backend, threads=args.threads
+        args.models,
+        args.data,
+        split,
+        cross_validation=args.cross_validation,
+        progress=not args.quiet,
+        backend=args.backend,
+        threads=args.threads,
     )
     report = write_report(results, args.output_dir, split=split)
     print(report.read_text(encoding="utf-8"))
@@ -394,6 +412,21 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "overrides --probe)",
     )
     p.add_argument(
+        "--endorectal-coil",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of cases whose MR is acquired with an inflated endorectal coil: a wide air- or fluid-filled "
+        "balloon in the rectum and the coil's bright posterior flare (default 0; the gland is not compressed)",
+    )
+    p.add_argument(
+        "--us-artifacts",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of cases whose US has side lobes and reverberation (default 0)",
+    )
+    p.add_argument(
         "--preview",
         type=Path,
         metavar="CASE_DIR",
@@ -457,6 +490,13 @@ def add_commands(sub) -> list[tuple[str, str]]:
         default="basic",
         help="intensity augmentation: basic (default) or us (+ gain, TGC ramp, dynamic range, speckle, blur)",
     )
+    p.add_argument(
+        "--keep",
+        choices=("best", "last"),
+        default="best",
+        help="weights exported as best.pt: best (lowest validation MRE, default) or last (the last epoch: a final "
+        "model trained on all the data, its epoch count chosen beforehand on a validation fold)",
+    )
     p.add_argument("--max-cases", type=int, help="use only the first N training cases")
     p.add_argument(
         "--max-offset",
@@ -479,6 +519,14 @@ def add_commands(sub) -> list[tuple[str, str]]:
         action="store_true",
         help="MR: randomize acquisition and contrast widely (resolution, bias, intensity curves, noise, blur, field "
         "of view, bit depth) instead of the mild intensity augmentation",
+    )
+    p.add_argument(
+        "--tissue-intensities",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="with --domain-randomization: with probability P, re-render a phantom case from its tissue labels "
+        "(mr_tissues.nrrd) with random per-tissue intensities first, after SynthSeg (default 0: off)",
     )
     p.add_argument(
         "--real-mr",
@@ -613,7 +661,15 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "coordinates) to OUTPUT_DIR.",
         [shared.output_dir(), shared.runtime(), shared.quiet()],
     )
-    p.add_argument("--models", required=True, nargs="+", type=Path, help="MR model cards to evaluate")
+    p.add_argument("--models", nargs="+", type=Path, default=[], help="MR model cards to evaluate on every case")
+    p.add_argument(
+        "--cross-validation",
+        nargs="+",
+        type=Path,
+        metavar="CARD",
+        help="one MR card per cross-validation fold of --split, in fold order, each trained without its fold: "
+        "every pool case is detected by its own fold's card, pooled as the 'cross-validated' row",
+    )
     p.add_argument("--data", required=True, type=Path, help="folder of real cases (<case>/t2.nii.gz, gland.nii.gz)")
     p.add_argument(
         "--split",

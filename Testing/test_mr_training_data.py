@@ -18,12 +18,15 @@ from LandmarkInitLib.io.datasets import open_dataset
 from LandmarkInitLib.resources import sample_case_dir
 from LandmarkInitResearch.evaluation.real_mr import load_split
 from LandmarkInitResearch.training.data import (
+    PADDING_LABEL,
     LandmarkDataset,
     LocalPatchDataset,
     MRDomainRandomization,
     load_volumes,
     quantize,
+    resample_labels,
     simulate_resolution,
+    tissue_intensities,
 )
 from LandmarkInitResearch.training.real_mr_data import load_real_mr_volumes
 from LandmarkInitResearch.training.train import DEFAULT_GRIDS, DEFAULT_LOCAL_GRIDS
@@ -88,6 +91,69 @@ def test_intensity_randomization_leaves_the_landmark_targets_alone(dataset, grid
         assert not torch.equal(x0, x1)
 
 
+def test_labels_resample_by_nearest_neighbour_with_padding_outside():
+    from LandmarkInitLib.geometry import VolumeGeometry
+
+    labels = np.random.default_rng(1).integers(0, 17, (6, 7, 8)).astype(np.uint8)  # [k, j, i]
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((0.5, 0.7, 3.0))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))  # LPS-flipped, anisotropic: a DICOM-like axial
+    image.SetOrigin((10.0, -4.0, 2.0))
+    geometry = VolumeGeometry.from_sitk_image(image)
+    np.testing.assert_array_equal(resample_labels(image, geometry), labels)
+    origin = geometry.ijk_to_ras_points(np.array([[3.0, 0.0, 0.0]]))[0]  # three voxels along I
+    shifted = VolumeGeometry(geometry.size_ijk, geometry.spacing, origin, geometry.direction_ras)
+    moved = resample_labels(image, shifted)
+    np.testing.assert_array_equal(moved[:, :, :5], labels[:, :, 3:])
+    assert (moved[:, :, 5:] == PADDING_LABEL).all()
+
+
+def test_tissue_intensities_draw_any_contrast_and_keep_the_padding_dark():
+    labels = np.zeros((12, 12, 36), np.uint8)
+    labels[:, :, 12:24], labels[:, :, 24:] = 1, PADDING_LABEL
+    brighter = []
+    for seed in range(40):
+        x = tissue_intensities(labels, np.random.default_rng(seed))
+        assert x.shape == labels.shape and x.dtype == np.float32
+        a, b, pad = x[:, :, 3:9].mean(), x[:, :, 15:21].mean(), x[:, :, 28:].mean()
+        assert abs(pad) < 1e-6 and -0.1 <= min(a, b) and max(a, b) <= 1.1
+        assert x[:, :, 3:9].std() <= 0.1 and x[:, :, 15:21].std() <= 0.1
+        brighter.append(a > b)
+    assert 10 < sum(brighter) < 30  # either tissue may be the brighter: no fixed contrast
+    np.testing.assert_array_equal(
+        tissue_intensities(labels, np.random.default_rng(3)), tissue_intensities(labels, np.random.default_rng(3))
+    )
+
+
+@pytest.mark.parametrize("dataset, grid", [(LandmarkDataset, DEFAULT_GRIDS["mr"]), (LocalPatchDataset, None)])
+def test_phantom_cases_with_tissue_labels_are_rerendered_with_random_tissue_intensities(dataset, grid, tmp_path):
+    import shutil
+
+    from LandmarkInitResearch.phantom.case import generate_case
+    from LandmarkInitResearch.phantom.write import TISSUES_FILE, write_volume
+
+    grid = grid or DEFAULT_LOCAL_GRIDS["mr"]
+    case_dir = tmp_path / "case_0000"
+    shutil.copytree(sample_case_dir(), case_dir)
+    plain = load_volumes(open_dataset(case_dir), "mr")
+    sample = generate_case(2026, 0)  # the sample case again (same seed and index), with its tissue labels
+    write_volume(sample.mr_tissues, sample.mr_geometry, case_dir / TISSUES_FILE)
+    labelled = load_volumes(open_dataset(case_dir), "mr")
+    assert plain[0].tissues is None and labelled[0].tissues is not None
+    dr = dict(augment=True, seed=3, domain_randomization=True)
+    a = dataset(plain, grid, "mr", **dr, tissue_intensities=1.0)[0]
+    b = dataset(labelled, grid, "mr", **dr, tissue_intensities=1.0)[0]
+    again = dataset(labelled, grid, "mr", **dr, tissue_intensities=1.0)[0]
+    assert torch.equal(dataset(labelled, grid, "mr", **dr)[0][0], a[0])  # off by default
+    assert torch.equal(a[1], b[1]) and a[2] == b[2]  # same pose, same targets
+    assert not torch.equal(a[0], b[0]) and torch.equal(b[0], again[0])
+    assert b[0].min() >= -0.5 and b[0].max() <= 2.0
+    # without domain randomization the labels are not used
+    c = dataset(plain, grid, "mr", augment=True, seed=3)[0]
+    d = dataset(labelled, grid, "mr", augment=True, seed=3, tissue_intensities=1.0)[0]
+    assert torch.equal(c[0], d[0])
+
+
 @pytest.fixture(scope="module")
 def promise12_like(tmp_path_factory):
     """Three cases (the sample MR as t2.nii.gz, its gland as gland.nii.gz): caseA held out, caseB fold 0, caseC
@@ -147,3 +213,15 @@ def test_the_step_selection_fold_is_a_cross_validation_fold_of_the_committed_spl
     split = load_split()
     fold = load_split(DEFAULT_SPLIT.with_name("real_mr_split_fold4.json"))
     assert fold["held_out_test"] == [] and fold["cross_validation"] == [split["cross_validation"][4]]
+
+
+def test_tissue_intensities_need_mr_domain_randomization_and_labelled_cases(tmp_path, capsys):
+    tiny = ["--grid-shape", "16", "16", "16", "--grid-spacing", "6", "--channels", "4", "8", "16", "--threads", "1"]
+    argv = ["train", "--data", str(sample_case_dir()), "--val-data", str(sample_case_dir()), "--method", "g2l-global"]
+    argv += ["--epochs", "1", *tiny, "--quiet", "--output", str(tmp_path / "run"), "--tissue-intensities", "0.5"]
+    assert main([*argv, "--modality", "mr"]) == EXIT_BAD_INPUT
+    assert "use it with --modality mr and --domain-randomization" in capsys.readouterr().err
+    assert main([*argv, "--modality", "mr", "--domain-randomization"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "no training case has tissue labels (mr_tissues.nrrd); regenerate the phantom data" in err
+    assert not (tmp_path / "run" / "last.pt").exists()

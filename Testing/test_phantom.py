@@ -22,10 +22,11 @@ from LandmarkInitLib.io.transforms import load_transform, transform_matrix
 from LandmarkInitLib.io.volumes import load_volume
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitResearch.phantom.anatomy import Anatomy, sample_parameters
-from LandmarkInitResearch.phantom.case import PhantomOptions
+from LandmarkInitResearch.phantom.case import PhantomOptions, generate_case
 from LandmarkInitResearch.phantom.generator import generate_dataset
 from LandmarkInitResearch.phantom.mr import MRParameters, mr_geometry
-from LandmarkInitResearch.phantom.tissues import Tissue
+from LandmarkInitResearch.phantom.tissues import GLAND_TISSUES, Tissue
+from LandmarkInitResearch.phantom.write import TISSUES_FILE
 
 SEED = 7
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +171,8 @@ def test_an_existing_dataset_is_described_truly_and_never_replaced_without_force
         "partial_fraction": 0.0,
         "rectum_lateral_mm": 4.0,
         "us_scanner": "standard",
+        "endorectal_coil_fraction": 0.0,
+        "us_artifacts_fraction": 0.0,
     }
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     same = ["phantom", "-o", str(out), "--count", "1", "--seed", str(SEED), "--probe", "end-fire"]
@@ -178,7 +181,8 @@ def test_an_existing_dataset_is_described_truly_and_never_replaced_without_force
     refusals = [
         (
             ["--count", "1"],
-            "holds a dataset of another run (seed 7, generator 1.0, partial_fraction 0.0, probe end-fire",
+            "holds a dataset of another run (seed 7, generator 1.0, endorectal_coil_fraction 0.0, "
+            "partial_fraction 0.0, probe end-fire",
         ),
         ([*same[3:], "--quiet"], "holds a dataset of another run"),  # the same seed, other options
         (
@@ -198,9 +202,9 @@ def test_files_load_through_slicer_readers_with_consistent_geometry(dataset, con
     import slicer
 
     case = open_case(dataset / "case_0001")
-    for key in ("mr", "us", "mr_gland", "us_gland"):
-        path = dataset / "case_0001" / CASE_FILES[key]
-        node = load_volume(context, path, labelmap=key.endswith("gland"))
+    for key in ("mr", "us", "mr_gland", "us_gland", "mr_tissues"):
+        path = dataset / "case_0001" / (TISSUES_FILE if key == "mr_tissues" else CASE_FILES[key])
+        node = load_volume(context, path, labelmap=key != "mr" and key != "us")
         reference = sitk.ReadImage(str(path))
         np.testing.assert_allclose(
             VolumeGeometry.from_volume_node(node).ijk_to_ras,
@@ -401,3 +405,80 @@ def test_another_sites_scanner_draws_settings_outside_the_standard_ranges():
         assert 8 <= p.gain_db <= 12 and 65 <= p.dynamic_range_db <= 75 and 1.5 <= p.psf_lateral_deg <= 2.0
     assert max(p.depth_mm for p in standard) <= 80 and max(p.half_angle_deg for p in standard) <= 70
     assert max(p.gain_db for p in standard) <= 4 and max(p.dynamic_range_db for p in standard) <= 60
+
+
+def test_mr_tissue_labels_are_written_on_the_mr_grid_and_agree_with_the_gland_mask(dataset):
+    for case in open_dataset(dataset):
+        mr = sitk.ReadImage(str(case.images["mr"]))
+        tissues = sitk.ReadImage(str(case.folder / TISSUES_FILE))
+        assert tissues.GetPixelID() == sitk.sitkUInt8
+        np.testing.assert_allclose(
+            VolumeGeometry.from_sitk_image(tissues).ijk_to_ras, VolumeGeometry.from_sitk_image(mr).ijk_to_ras
+        )
+        labels = sitk.GetArrayFromImage(tissues)
+        gland = sitk.GetArrayFromImage(sitk.ReadImage(str(case.glands["mr"]))).astype(bool)
+        assert set(np.unique(labels)) <= {int(t) for t in Tissue}
+        assert np.isin(labels[gland], [int(t) for t in GLAND_TISSUES]).all()
+        assert not np.isin(labels[~gland], [int(t) for t in GLAND_TISSUES if t != Tissue.URETHRA]).any()
+        # the image follows its labels: urine (bladder) brighter than muscle, on the same grid
+        image = sitk.GetArrayFromImage(mr).astype(float)
+        assert np.median(image[labels == Tissue.URINE]) > 2 * np.median(image[labels == Tissue.MUSCLE])
+
+
+def test_an_endorectal_coil_widens_the_rectum_and_brightens_the_posterior_gland_in_mr_only():
+    plain = generate_case(SEED, 4)
+    coil = generate_case(SEED, 4, PhantomOptions(endorectal_coil_fraction=1.0))
+    assert plain.meta["endorectal_coil"] is None
+    balloon = coil.meta["endorectal_coil"]
+    assert 12 <= balloon["balloon_radius_mm"] <= 18
+    # the US, the landmarks and the ground truth do not change; the gland is not compressed
+    np.testing.assert_array_equal(plain.us_image, coil.us_image)
+    np.testing.assert_array_equal(plain.mr_gland, coil.mr_gland)
+    np.testing.assert_allclose(plain.mr_landmarks, coil.mr_landmarks, atol=0)
+    np.testing.assert_allclose(plain.mr_to_us, coil.mr_to_us, atol=0)
+    lumen = int(Tissue.RECTAL_LUMEN)
+    assert (coil.mr_tissues == lumen).sum() > 1.5 * (plain.mr_tissues == lumen).sum()
+    # the coil's flare: the gland's posterior half gains more signal than its anterior half
+    gland = plain.mr_gland.astype(bool)
+    ijk = np.argwhere(gland)[:, ::-1].astype(float)
+    anterior = plain.mr_geometry.ijk_to_ras_points(ijk)[:, 1] > np.median(
+        plain.mr_geometry.ijk_to_ras_points(ijk)[:, 1]
+    )
+    gain = coil.mr_image[gland].astype(float) / np.maximum(plain.mr_image[gland].astype(float), 1.0)
+    assert np.median(gain[~anterior]) > np.median(gain[anterior]) > 1.0
+    # a fraction of 0 draws nothing from the coil's stream: the default reproduces the shipped sample case
+    sample = ROOT / "Resources" / "SampleData" / "phantom" / "case_0000"
+    shipped = generate_case(2026, 0)
+    np.testing.assert_array_equal(shipped.mr_image, sitk.GetArrayFromImage(sitk.ReadImage(str(sample / "mr.nrrd"))))
+
+
+def test_side_lobes_and_reverberation_copy_the_field_where_and_as_strong_as_stated():
+    from LandmarkInitResearch.phantom.ultrasound import USArtifacts, add_artifacts
+
+    field = np.zeros((40, 30, 5), complex)
+    field[2, 15, 2] = 1.0 + 1.0j  # a strong echo just below the probe face
+    field[20, 10, 2] = 2.0  # one deeper echo
+    art = USArtifacts(side_lobe_db=20.0, side_lobe_offset=6.0, reverb_db=6.0, reverb_depth_mm=1.5)
+    out = add_artifacts(field, art, depth_step_mm=0.3, lateral_axis=1, lateral_step=0.75)
+    lobe, bounce, k, m = 0.1, 10 ** (-6.0 / 20), 8, 5  # 6 degrees / 0.75 = 8 bins; 1.5 mm / 0.3 = 5 bins
+    expected = field.copy()
+    for (r, a), v in (((2, 15), 1.0 + 1.0j), ((20, 10), 2.0)):
+        expected[r, a + k, 2] += lobe * v
+        expected[r, a - k, 2] += lobe * v
+    for n in (1, 2, 3):  # only the near field (depth < 1.5 mm) reverberates, without its side lobes
+        expected[2 + n * m, 15, 2] += bounce**n * (1.0 + 1.0j)
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    np.testing.assert_array_equal(field[2, 15, 2], 1.0 + 1.0j)  # the input is left alone
+
+
+def test_us_artifacts_change_only_the_us_image_and_are_recorded():
+    plain = generate_case(SEED, 5)
+    art = generate_case(SEED, 5, PhantomOptions(us_artifacts_fraction=1.0))
+    assert plain.meta["us_artifacts"] is None and art.meta["us_artifacts"]["reverb_depth_mm"] >= 2.0
+    np.testing.assert_array_equal(plain.mr_image, art.mr_image)
+    np.testing.assert_array_equal(plain.us_gland, art.us_gland)
+    np.testing.assert_allclose(plain.us_landmarks, art.us_landmarks, atol=0)
+    fan = plain.us_image > 0
+    assert not np.array_equal(plain.us_image, art.us_image)
+    # side lobes and reverberation add energy: the fan is brighter on average, never darker by much
+    assert art.us_image[fan].astype(float).mean() > plain.us_image[fan].astype(float).mean()

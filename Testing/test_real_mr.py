@@ -81,6 +81,33 @@ def test_evaluate_real_mr_reports_the_errors_against_the_mask_landmarks(real_lik
     assert report.count("## ") == 3 and "No cases." not in report
 
 
+def test_cross_validation_detects_each_pool_case_with_its_own_fold_s_card_only(real_like, tmp_path, capsys):
+    data, _ = real_like
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"held_out_test": ["caseA"], "cross_validation": [["caseB"], []]}))
+    other = MR_CARD.with_name("mr_landmarks_dsnt-dist.json")  # another MR network: other errors
+    args = ["evaluate-real-mr", "--data", str(data), "--split", str(split), "-o", str(tmp_path / "o"), "--quiet"]
+    assert main([*args, "--models", str(MR_CARD), "--cross-validation", str(other), str(MR_CARD)]) == EXIT_OK
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    reference = landmarks_from_mask_file(data / "caseB" / "gland.nii.gz").ordered(LANDMARK_LABELS)
+    errors = np.linalg.norm(
+        open_detector(other).detect_file(data / "caseB" / "t2.nii.gz").points_ras - reference, axis=1
+    )
+    (row,) = doc["cases"][real_mr.CROSS_VALIDATED].values()  # caseB only: the held-out case is not in the pool
+    assert (row["group"], row["fold"]) == ("cross_validation", 0)
+    assert [row["errors_mm"][lb] for lb in LANDMARK_LABELS] == pytest.approx(errors, abs=1e-3)
+    assert doc["summary"][real_mr.CROSS_VALIDATED]["held_out_test"] == {}
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert f"| all | {real_mr.CROSS_VALIDATED} | 3 | {errors.mean():.1f} |" in report
+    capsys.readouterr()
+    assert main([*args, "--cross-validation", str(other)]) == EXIT_BAD_INPUT
+    assert (
+        "--cross-validation needs one card per fold of the split (2), in fold order; got 1" in capsys.readouterr().err
+    )
+    assert main(args) == EXIT_BAD_INPUT
+    assert "needs --models CARD ... or --cross-validation CARD" in capsys.readouterr().err
+
+
 def test_evaluate_real_mr_refuses_a_folder_without_the_split_s_cases(real_like, tmp_path, capsys):
     data, _ = real_like
     split = tmp_path / "split.json"

@@ -84,6 +84,19 @@ def test_resume_continues_and_refuses_to_overwrite(tiny_dataset, tmp_path):
     assert fresh["history"][1]["train_loss"] == pytest.approx(resumed["history"][1]["train_loss"], rel=1e-4)
 
 
+def test_keep_last_exports_the_last_epoch_and_the_card_says_so(tiny_dataset, tmp_path):
+    cfg = TrainConfig(
+        data=str(tiny_dataset), modality="mr", method="dsnt", output=str(tmp_path / "r"), val_fraction=0.25, **TINY
+    )
+    train(TrainConfig(**{**cfg.__dict__, "epochs": 3, "keep": "last"}), progress=False)
+    kept, last = (torch.load(tmp_path / "r" / f, weights_only=True) for f in ("best.pt", "last.pt"))
+    assert kept["epoch"] == 3
+    assert all(torch.equal(kept["model"][k], last["model"][k]) for k in last["model"])
+    training = json.loads(export_run(tmp_path / "r", tmp_path / "model", validate=False).read_text())["training"]
+    assert training["kept_epoch"] == 3 and "best_epoch" not in training
+    assert training["command"].endswith("--keep last --output RUN")
+
+
 def test_init_weights_fine_tunes_from_another_run(tiny_dataset, tmp_path):
     base = dict(data=str(tiny_dataset), modality="mr", method="dsnt", val_fraction=0.25, **TINY)
     train(TrainConfig(epochs=1, output=str(tmp_path / "source"), **base), progress=False)

@@ -64,9 +64,15 @@ def real_mr_lines(training: dict) -> list[str]:
         return []
     return [
         f"- Plus **real patient images**: {real['dataset']}; cross-validation folds {real['train_folds']} of "
-        f"`{Path(real['split']).name}` ({len(real['train_cases'])} cases) for training, folds "
-        f"{real['validation_folds']} ({len(real['validation_cases'])} cases) with the phantom validation cases for "
-        f"choosing the epoch; the held-out real test cases {real['held_out_test']}. Domain randomization "
+        f"`{Path(real['split']).name}` ({len(real['train_cases'])} cases) for training, "
+        + (
+            f"folds {real['validation_folds']} ({len(real['validation_cases'])} cases) with the phantom validation "
+            "cases for choosing the epoch"
+            if real["validation_folds"]
+            else "no real fold held out for choosing the epoch (the last epoch kept; the recipe was chosen beforehand "
+            "on a validation fold and cross-validated)"
+        )
+        + f"; the held-out real test cases {real['held_out_test']}. Domain randomization "
         f"{'on' if training.get('domain_randomization') else 'off'} (docs/research.md).",
     ]
 
@@ -89,7 +95,9 @@ def stage_section(card) -> list[str]:
         *dataset_rows(t.get("dataset", [])),
         "",
         *real_mr_lines(t),
-        f"- Last run: {t.get('epochs')} epochs (best {t.get('best_epoch')}), batch {t.get('batch_size')}, Adam lr "
+        f"- Last run: {t.get('epochs')} epochs "
+        + (f"(best {t['best_epoch']})" if "best_epoch" in t else f"(kept: {t.get('kept')})")
+        + f", batch {t.get('batch_size')}, Adam lr "
         f"{t.get('lr')} ({t.get('lr_schedule')}), augmentation {'on' if t.get('augment') else 'off'}, seed "
         f"{t.get('seed')}"
         + (f", patches up to {t['max_offset_mm']:g} mm from the landmark" if "max_offset_mm" in t else "")

@@ -257,9 +257,9 @@ def write_shipped(
             "",
             "The MR detector's own per-landmark flags (heatmap spread beyond the card's limit; global-vs-refined "
             "disagreement and mirror-view disagreement are inside the pooled spread), unchanged: on the "
-            "cross-validation pool (20 of its 25 cases trained the shipped MR detector) no per-landmark threshold "
-            "of spread or global-vs-refined disagreement separated the far-off landmarks at a tolerable false-alarm "
-            "rate, and on the held-out cases the far-off landmarks have ordinary values: "
+            "cross-validation pool (the shipped MR detector's training cases, its card lists them) no "
+            "per-landmark threshold of spread or global-vs-refined disagreement separated the far-off landmarks at a "
+            "tolerable false-alarm rate, and on the held-out cases the far-off landmarks have ordinary values: "
             + "; ".join(
                 f"{r['case']} {lb}: {e:.1f} mm off, spread {sp:.2f} mm, disagreement {d:.2f} mm"
                 for r in real_rows

@@ -7,7 +7,9 @@ case's reference apex-to-bladder-neck distance (scale-free), the fraction within
 A landmark counts as *flagged* when one of the detection's flags names it (its label, with "_" or " ") or when a
 flag names no landmark at all (a volume-level flag, e.g. "does not look like MR", which concerns all three).
 
-The held-out real test cases and the cross-validation pool (of the split file) are reported apart. Written:
+The held-out real test cases and the cross-validation pool (of the split file) are reported apart; with one card
+per fold (``--cross-validation``), each pool case is also detected by the card trained without its fold, pooled as
+the "cross-validated" row: the honest figure for the pool. Written:
 report.md and results.json, which hold per-case errors only: no image, mask or coordinate leaves the data folder.
 """
 
@@ -137,37 +139,74 @@ def reference_landmarks(data, split: dict, progress: bool = True) -> dict:
     }
 
 
-def evaluate_real_mr(cards: list, data, split: dict, *, progress: bool = True, backend="onnx", threads=None) -> dict:
-    """Per card and case: errors (mm, % of apex-to-bladder-neck) and flags against the mask landmarks."""
-    from tqdm import tqdm
+CROSS_VALIDATED = "cross-validated"
 
+
+def _mr_cards(cards: list) -> list:
     loaded = [load_card(c) for c in cards]
     for card in loaded:
         if card.modality != "mr":
             raise LandmarkInitError(f"{card.path} is a {card.modality.upper()} model; evaluate-real-mr needs MR models")
+    return loaded
+
+
+def evaluate_real_mr(
+    cards: list,
+    data,
+    split: dict,
+    *,
+    cross_validation: list | None = None,
+    progress: bool = True,
+    backend="onnx",
+    threads=None,
+) -> dict:
+    """Per card and case: errors (mm, % of apex-to-bladder-neck) and flags against the mask landmarks.
+
+    cross_validation: one card per fold of the split, in fold order, each trained without its fold: each
+    cross-validation case is detected by the card of its own fold only (out-of-fold), and the cases are pooled as
+    one model, "cross-validated" (no held-out test rows: which fold's card would speak for them is arbitrary)."""
+    from tqdm import tqdm
+
+    loaded = _mr_cards(cards)
+    folds = _mr_cards(cross_validation or [])
+    if folds and len(folds) != len(split["cross_validation"]):
+        raise LandmarkInitError(
+            f"--cross-validation needs one card per fold of the split ({len(split['cross_validation'])}), "
+            f"in fold order; got {len(folds)}"
+        )
     reference = reference_landmarks(data, split, progress)
     apex, neck = LANDMARK_LABELS.index("apex"), LANDMARK_LABELS.index("bladder_neck")
+
+    def row(detector, case, group, fold):
+        detection = detector.detect_file(Path(data) / case / IMAGE_FILE)
+        truth = reference[case]
+        errors = np.linalg.norm(detection.points_ras - truth, axis=1)
+        length = float(np.linalg.norm(truth[apex] - truth[neck]))
+        return {
+            "group": group,
+            "fold": fold,
+            "apex_to_bladder_neck_mm": round(length, 3),
+            "errors_mm": {lb: round(float(e), 3) for lb, e in zip(LANDMARK_LABELS, errors, strict=True)},
+            "errors_pct": {
+                lb: round(100 * float(e) / length, 3) for lb, e in zip(LANDMARK_LABELS, errors, strict=True)
+            },
+            "flagged": landmark_flagged(detection.flags),
+            "flags": list(detection.flags),
+        }
+
     results = {}
     for path, card in zip(cards, loaded, strict=True):
         detector = open_detector(card, backend=backend, threads=threads)
+        cases = tqdm(split_cases(split), desc=card.name, disable=not progress, unit="case")
+        name = card.name if card.name not in results else f"{card.name} ({path})"  # two runs of one recipe
+        results[name] = {"card": str(path), "cases": {c: row(detector, c, g, f) for c, g, f in cases}}
+    if folds:
         rows = {}
-        for case, group, fold in tqdm(split_cases(split), desc=card.name, disable=not progress, unit="case"):
-            detection = detector.detect_file(Path(data) / case / IMAGE_FILE)
-            truth = reference[case]
-            errors = np.linalg.norm(detection.points_ras - truth, axis=1)
-            length = float(np.linalg.norm(truth[apex] - truth[neck]))
-            rows[case] = {
-                "group": group,
-                "fold": fold,
-                "apex_to_bladder_neck_mm": round(length, 3),
-                "errors_mm": {lb: round(float(e), 3) for lb, e in zip(LANDMARK_LABELS, errors, strict=True)},
-                "errors_pct": {
-                    lb: round(100 * float(e) / length, 3) for lb, e in zip(LANDMARK_LABELS, errors, strict=True)
-                },
-                "flagged": landmark_flagged(detection.flags),
-                "flags": list(detection.flags),
-            }
-        results[card.name] = {"card": str(path), "cases": rows}
+        for fold, card in enumerate(folds):
+            detector = open_detector(card, backend=backend, threads=threads)
+            for case in split["cross_validation"][fold]:
+                rows[case] = row(detector, case, "cross_validation", fold)
+        results[CROSS_VALIDATED] = {"card": ", ".join(str(c) for c in cross_validation), "cases": rows}
     return results
 
 
@@ -244,7 +283,7 @@ def write_report(results: dict, output_dir, *, split: dict) -> Path:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for key in (*LANDMARK_LABELS, "all"):
-            for n in names:
+            for n in (n for n in names if summary[n][group]):
                 s = summary[n][group][key]
                 lines.append(
                     f"| {key.replace('_', ' ')} | {n} | {s['n']} | {s['mean_mm']:.1f} | {s['median_mm']:.1f} | "

@@ -18,9 +18,9 @@ from LandmarkInitLib.fit.landmark_fit import apply_transform
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitResearch.phantom.anatomy import Anatomy, _rounded, sample_parameters
-from LandmarkInitResearch.phantom.mr import MRParameters, render_mr
+from LandmarkInitResearch.phantom.mr import EndorectalCoil, MRParameters, render_mr
 from LandmarkInitResearch.phantom.tissues import sample_properties
-from LandmarkInitResearch.phantom.ultrasound import USParameters, in_field_of_view, render_us
+from LandmarkInitResearch.phantom.ultrasound import USArtifacts, USParameters, in_field_of_view, render_us
 
 GENERATOR_VERSION = "1.0"
 
@@ -34,6 +34,10 @@ class PhantomOptions:
     rectum_lateral_mm: float = 4.0
     # TRUS acquisition settings: "standard", or a scanner of ultrasound.SCANNERS (settings no shipped model saw)
     us_scanner: str = "standard"
+    # fraction of cases whose MR was acquired with an inflated endorectal coil (mr.EndorectalCoil)
+    endorectal_coil_fraction: float = 0.0
+    # fraction of cases whose US has side lobes and reverberation (ultrasound.USArtifacts)
+    us_artifacts_fraction: float = 0.0
 
 
 @dataclass
@@ -42,6 +46,7 @@ class PhantomCase:
     mr_image: np.ndarray
     mr_gland: np.ndarray
     mr_geometry: VolumeGeometry
+    mr_tissues: np.ndarray  # uint8 tissue labels (tissues.Tissue) on the MR grid: per-tissue training intensities
     us_image: np.ndarray
     us_gland: np.ndarray
     us_geometry: VolumeGeometry
@@ -70,8 +75,16 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
         us_rng, probe=probe, partial_fraction=options.partial_fraction, scanner=options.us_scanner
     )
 
-    mr_image, mr_gland, mr_geometry = render_mr(anatomy, props, mr_params, mr_rng)
-    us_image, us_gland, us_geometry, deformation, probe_pose = render_us(anatomy, props, us_params, us_rng)
+    # streams of their own, so that cases without a coil or artifacts are what they were before these options
+    coil_rng, artifact_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(6)[4:])
+    coil = EndorectalCoil.sample(coil_rng) if coil_rng.random() < options.endorectal_coil_fraction else None
+    artifacts = (
+        USArtifacts.sample(artifact_rng, us_params.probe)
+        if artifact_rng.random() < options.us_artifacts_fraction
+        else None
+    )
+    mr_image, mr_gland, mr_geometry, mr_tissues = render_mr(anatomy, props, mr_params, mr_rng, coil)
+    us_image, us_gland, us_geometry, deformation, probe_pose = render_us(anatomy, props, us_params, us_rng, artifacts)
 
     anatomy_landmarks = np.array([anatomy.landmarks[label] for label in LANDMARK_LABELS])
     m = mr_params.anatomy_to_world()
@@ -109,6 +122,8 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
         ),
         "anatomy": anatomy.describe(),
         "mr": _rounded(asdict(mr_params)),
+        "endorectal_coil": None if coil is None else _rounded(asdict(coil)),
+        "us_artifacts": None if artifacts is None else _rounded(asdict(artifacts)),
         "us": _rounded(asdict(us_params)),
         "generation_seconds": round(time.perf_counter() - t0, 3),
     }
@@ -117,6 +132,7 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
         mr_image,
         mr_gland,
         mr_geometry,
+        mr_tissues,
         us_image,
         us_gland,
         us_geometry,

@@ -1,20 +1,21 @@
 """T2-weighted-like MR rendering of a phantom anatomy.
 
 Steps: tissue labels on the output grid -> per-tissue signal with texture -> thick-slice acquisition (slice
-profile blur along K, sampling at the slice positions, linear interpolation back onto the grid) -> smooth
-multiplicative bias field -> Rician noise (magnitude of complex Gaussian noise) -> int16.
+profile blur along K, sampling at the slice positions, linear interpolation back onto the grid) -> endorectal coil
+receive profile (cases with a coil) -> smooth multiplicative bias field -> Rician noise (magnitude of complex
+Gaussian noise) -> int16. The tissue labels are returned too (training: per-tissue random intensities).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.geometry import VolumeGeometry
-from LandmarkInitResearch.phantom.anatomy import Anatomy
+from LandmarkInitResearch.phantom.anatomy import Anatomy, AnatomyParameters
 from LandmarkInitResearch.phantom.textures import polynomial_field, smooth_noise
 from LandmarkInitResearch.phantom.tissues import GLAND_TISSUES, N_TISSUES, Tissue, TissueProperties
 
@@ -54,6 +55,44 @@ class MRParameters:
         return m
 
 
+@dataclass
+class EndorectalCoil:
+    """An inflated endorectal coil, in MR only (TRUS is done without it). The balloon widens the rectal lumen and
+    thins its wall; the rectum moves back to keep its gap to the gland. The gland is not compressed (a real balloon
+    flattens its posterior side): the landmarks stay where they are. The balloon holds air (signal void) or fluid
+    (bright); the coil in its anterior wall multiplies the signal by 1 + gain / (1 + (d / depth)^2), d the
+    distance from the coil (a segment along the rectum), the bright posterior flare of uncorrected coil images."""
+
+    balloon_radius_mm: float
+    wall_mm: float
+    fluid: bool
+    gain: float
+    depth_mm: float
+
+    HALF_LENGTH_MM = 20.0
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> EndorectalCoil:
+        return cls(
+            balloon_radius_mm=rng.uniform(12.0, 18.0),
+            wall_mm=rng.uniform(1.5, 2.5),
+            fluid=bool(rng.random() < 0.5),
+            gain=rng.uniform(1.0, 6.0),
+            depth_mm=rng.uniform(15.0, 35.0),
+        )
+
+    def anatomy_parameters(self, params: AnatomyParameters) -> AnatomyParameters:
+        return replace(params, rectum_lumen_radius=self.balloon_radius_mm, rectum_wall_mm=self.wall_mm)
+
+    def receive_profile(self, anatomy: Anatomy, points: np.ndarray) -> np.ndarray:
+        """Signal factor at anatomy-frame points (N x 3) of ``anatomy`` (the one with the balloon)."""
+        coil = anatomy.rectum_centre - anatomy.rectum_normal * anatomy.params.rectum_lumen_radius
+        rel = points - coil
+        s = np.clip(rel @ anatomy.rectum_axis, -self.HALF_LENGTH_MM, self.HALF_LENGTH_MM)
+        d = np.linalg.norm(rel - np.outer(s, anatomy.rectum_axis), axis=1)
+        return 1.0 + self.gain / (1.0 + (d / self.depth_mm) ** 2)
+
+
 def mr_geometry(params: MRParameters) -> VolumeGeometry:
     """Oblique axial grid, index axes ordered like a DICOM axial series: I to patient left, J to posterior,
     K to superior (right-handed), then tilted by the slice angulation."""
@@ -73,8 +112,19 @@ def grid_points_ras(geometry: VolumeGeometry) -> np.ndarray:
     return geometry.ijk_to_ras_points(ijk)
 
 
-def render_mr(anatomy: Anatomy, props: TissueProperties, params: MRParameters, rng: np.random.Generator):
-    """Returns (int16 image [k, j, i], uint8 gland mask, geometry)."""
+def render_mr(
+    anatomy: Anatomy,
+    props: TissueProperties,
+    params: MRParameters,
+    rng: np.random.Generator,
+    coil: EndorectalCoil | None = None,
+):
+    """Returns (int16 image [k, j, i], uint8 gland mask, geometry, uint8 tissue labels [k, j, i])."""
+    if coil is not None:
+        anatomy = Anatomy(coil.anatomy_parameters(anatomy.params))
+        mr = props.mr.copy()
+        mr[Tissue.RECTAL_LUMEN] = props.mr[Tissue.URINE] if coil.fluid else props.mr[Tissue.RECTAL_LUMEN]
+        props = replace(props, mr=mr)
     geometry = mr_geometry(params)
     world = grid_points_ras(geometry)
     to_world = params.anatomy_to_world()
@@ -104,6 +154,8 @@ def render_mr(anatomy: Anatomy, props: TissueProperties, params: MRParameters, r
     )
     signal = np.maximum(signal, 0.0).astype(np.float32)
     signal = _thick_slice_acquisition(signal, params.slice_thickness_mm / MR_SPACING_MM)
+    if coil is not None:
+        signal *= coil.receive_profile(anatomy, anatomy_points).reshape(shape).astype(np.float32)
 
     kk, jj, ii = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
     bias = polynomial_field(rng, [ii[None, None, :], jj[None, :, None], kk[:, None, None]], 3, params.bias_strength)
@@ -114,7 +166,7 @@ def render_mr(anatomy: Anatomy, props: TissueProperties, params: MRParameters, r
     re = signal + rng.normal(0.0, sigma, shape).astype(np.float32)
     im = rng.normal(0.0, sigma, shape).astype(np.float32)
     image = np.sqrt(re * re + im * im)
-    return np.clip(np.rint(image), 0, 32767).astype(np.int16), gland, geometry
+    return np.clip(np.rint(image), 0, 32767).astype(np.int16), gland, geometry, labels
 
 
 def _thick_slice_acquisition(volume: np.ndarray, thickness_voxels: float) -> np.ndarray:

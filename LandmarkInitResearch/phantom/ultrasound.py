@@ -15,7 +15,9 @@ speckle) -> Gaussian point-spread function (axial 0.3-0.45 mm; lateral and eleva
 they widen with depth) -> envelope -> two-way attenuation integrated along each beam (acoustic shadows behind
 calcification and bone, enhancement behind fluid), partly compensated by time-gain compensation ->
 electronic noise -> log compression to 45-60 dB -> scan conversion to the Cartesian grid (linear
-interpolation), zero outside the fan.
+interpolation), zero outside the fan. Cases with artifacts (:class:`USArtifacts`) add, before the envelope, side
+lobes (two weak copies of the beam's field at an angle either side) and reverberation (the near field repeated at
+multiples of the probe-to-rectal-wall distance).
 """
 
 from __future__ import annotations
@@ -113,6 +115,64 @@ class USParameters:
         m[:3, :3] = Rotation.from_euler("xyz", self.rigid_euler_deg, degrees=True).as_matrix()
         m[:3, 3] = self.rigid_translation
         return m
+
+
+@dataclass
+class USArtifacts:
+    """Side lobes and reverberation. Side lobes: the beam's field also picks up the echoes
+    ``side_lobe_offset_deg`` to either side (end-fire: along the lateral angle; side-fire: along the array, mm),
+    ``side_lobe_db`` below the main lobe, which fills anechoic regions (bladder, cysts) next to bright structures.
+    Reverberation: the first ``reverb_depth_mm`` below the probe face (the probe-to-rectal-wall interface) bounce
+    between the probe and the wall and reappear at multiples of that depth, ``reverb_db`` weaker per bounce, for
+    ``REVERB_ECHOES`` bounces: bright bands parallel to the probe face."""
+
+    side_lobe_db: float
+    side_lobe_offset: float  # degrees (end-fire) or mm along the array (side-fire)
+    reverb_db: float
+    reverb_depth_mm: float
+
+    REVERB_ECHOES = 3
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, probe: str) -> USArtifacts:
+        u = rng.uniform
+        return cls(
+            side_lobe_db=u(20.0, 35.0),
+            side_lobe_offset=u(4.0, 10.0) if probe == "end-fire" else u(3.0, 8.0),
+            reverb_db=u(6.0, 14.0),
+            reverb_depth_mm=u(2.0, 5.0),
+        )
+
+
+def add_artifacts(field: np.ndarray, artifacts: USArtifacts, depth_step_mm: float, lateral_axis: int, lateral_step):
+    """``field`` (complex, polar grid: depth along axis 0) with side lobes along ``lateral_axis`` (bins of
+    ``lateral_step``: degrees or mm) and reverberation along depth; a new array."""
+    out = field.copy()
+    k = int(round(artifacts.side_lobe_offset / lateral_step))
+    if 0 < k < field.shape[lateral_axis]:
+        lobe = 10 ** (-artifacts.side_lobe_db / 20.0)
+        out += lobe * (_shifted(field, k, lateral_axis) + _shifted(field, -k, lateral_axis))
+    m = int(round(artifacts.reverb_depth_mm / depth_step_mm))
+    bounce = 10 ** (-artifacts.reverb_db / 20.0)
+    if m > 0:
+        near = np.zeros_like(field)
+        near[:m] = field[:m]
+        for n in range(1, artifacts.REVERB_ECHOES + 1):
+            out += bounce**n * _shifted(near, n * m, 0)
+    return out
+
+
+def _shifted(x: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """``x`` moved by ``k`` bins along ``axis`` (positive: to higher indices), zero where nothing moved in."""
+    out = np.zeros_like(x)
+    n = x.shape[axis]
+    if abs(k) >= n:
+        return out
+    src = [slice(None)] * x.ndim
+    dst = [slice(None)] * x.ndim
+    src[axis], dst[axis] = (slice(0, n - k), slice(k, n)) if k >= 0 else (slice(-k, n), slice(0, n + k))
+    out[tuple(dst)] = x[tuple(src)]
+    return out
 
 
 def _site_b(params: USParameters, rng: np.random.Generator) -> USParameters:
@@ -269,7 +329,13 @@ def in_field_of_view(probe: Probe, params: USParameters, points_world: np.ndarra
     )
 
 
-def render_us(anatomy: Anatomy, props: TissueProperties, params: USParameters, rng: np.random.Generator):
+def render_us(
+    anatomy: Anatomy,
+    props: TissueProperties,
+    params: USParameters,
+    rng: np.random.Generator,
+    artifacts: USArtifacts | None = None,
+):
     """Returns (uint8 image [k, j, i], uint8 gland mask, geometry, deformation, probe in US world)."""
     to_world = params.anatomy_to_world()
     probe = _transform_probe(place_probe(anatomy, params), to_world)
@@ -296,7 +362,7 @@ def render_us(anatomy: Anatomy, props: TissueProperties, params: USParameters, r
     echo = props.us_echo[labels] * np.exp(micro[labels] * smooth_noise(rng, shape, 1.5 / US_SPACING_MM))
     atten = props.us_atten[labels]
 
-    image = _beamform(probe, params, geometry, echo.astype(np.float32), atten.astype(np.float32), rng)
+    image = _beamform(probe, params, geometry, echo.astype(np.float32), atten.astype(np.float32), rng, artifacts)
     return image, gland, geometry, deformation, probe
 
 
@@ -313,7 +379,7 @@ def _polar_axes(probe: Probe, params: USParameters):
     return r, a, b, (np.radians(params.psf_elevation_deg), 0.9)
 
 
-def _beamform(probe, params, geometry, echo, atten, rng):
+def _beamform(probe, params, geometry, echo, atten, rng, artifacts=None):
     r, a, b, (sigma_a, sigma_b) = _polar_axes(probe, params)
     da = a[1] - a[0]
     db = b[1] - b[0]
@@ -332,6 +398,11 @@ def _beamform(probe, params, geometry, echo, atten, rng):
     amp = np.sqrt(e).astype(np.float32)
     re = ndimage.gaussian_filter(amp * rng.standard_normal(shape, dtype=np.float32), sig)
     im = ndimage.gaussian_filter(amp * rng.standard_normal(shape, dtype=np.float32), sig)
+    if artifacts is not None:
+        # the lateral resolution axis: the beam angle (end-fire), the position along the array (side-fire)
+        lateral_axis, lateral_step = (1, np.degrees(da)) if probe.kind == "end-fire" else (2, db)
+        field = add_artifacts(re + 1j * im, artifacts, dr, lateral_axis, lateral_step)
+        re, im = field.real.astype(np.float32), field.imag.astype(np.float32)
     envelope = np.sqrt(re * re + im * im)
 
     # two-way attenuation along each beam (depth axis 0), time-gain compensation for nominal tissue

@@ -16,6 +16,10 @@ from LandmarkInitLib.io.transforms import create_transform_node, save_transform
 from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 from LandmarkInitResearch.phantom.case import PhantomCase
 
+# Not a case file that detection or evaluation needs (datasets.CASE_FILES): the MR's tissue labels (tissues.Tissue),
+# which training uses, when present, for per-tissue random intensities.
+TISSUES_FILE = "mr_tissues.nrrd"
+
 
 def write_volume(array: np.ndarray, geometry, path: Path) -> None:
     import SimpleITK as sitk
@@ -37,6 +41,7 @@ def write_case(case: PhantomCase, folder, context, *, force: bool = False) -> Pa
         write_volume(case.mr_image, case.mr_geometry, tmp / CASE_FILES["mr"])
         write_volume(case.us_image, case.us_geometry, tmp / CASE_FILES["us"])
         write_volume(case.mr_gland, case.mr_geometry, tmp / CASE_FILES["mr_gland"])
+        write_volume(case.mr_tissues, case.mr_geometry, tmp / TISSUES_FILE)
         write_volume(case.us_gland, case.us_geometry, tmp / CASE_FILES["us_gland"])
         for modality, points in (("mr", case.mr_landmarks), ("us", case.us_landmarks)):
             write_landmarks(

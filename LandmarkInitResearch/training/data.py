@@ -15,8 +15,11 @@ intensity augmentation with acquisitions and contrasts far wider than the phanto
 clinical resolution (slices 1-6 mm along a random patient axis, in-plane 0.3-1.0 mm), bias field, random intensity
 transfer curves (incl. inverted contrast), gamma, Rician noise, blur, field-of-view crops (incl. partial gland
 coverage) and 8- to 16-bit storage, then the inference normalization again. It acts on the resampled grid, whose
-axes are the patient's (up to the pose rotation), so "along a patient axis" is along a grid axis. Per-tissue random
-intensities (SynthSeg) would need tissue label maps, which the phantom does not write: not done.
+axes are the patient's (up to the pose rotation), so "along a patient axis" is along a grid axis. Phantom cases that
+carry their tissue labels (``mr_tissues.nrrd``) are, with probability ``tissue_intensities`` (off by default),
+first re-rendered from them with per-tissue random intensities (:func:`tissue_intensities`, after SynthSeg, Billot
+et al. 2023): every tissue a random mean and spread, so that contrasts that never occur are seen as well; the rest
+of the chain then applies.
 
 Samples are (input, grid-mm targets of all landmarks, channel): channel is -1 for whole-volume detectors, and for
 local refinement the landmark the patch was centred near (the only output trained on that sample).
@@ -25,13 +28,14 @@ local refinement the landmark the patch was centred near (the only output traine
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
 from LandmarkInitLib.detection.model_grid import ModelGrid
-from LandmarkInitLib.detection.preprocess import prepare_input, prepare_patches
+from LandmarkInitLib.detection.preprocess import normalize, prepare_input, prepare_patches
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.io.datasets import PairedCase
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
@@ -48,22 +52,27 @@ class LoadedVolume:
     image: object  # SimpleITK image
     geometry: VolumeGeometry
     landmarks_ras: np.ndarray  # L x 3
+    tissues: object | None = None  # SimpleITK uint8 tissue labels on the image's grid (phantom MR), if written
 
 
 def load_volumes(cases: list[PairedCase], modality: str, progress: bool = False) -> list[LoadedVolume]:
     import SimpleITK as sitk
     from tqdm import tqdm
 
+    from LandmarkInitResearch.phantom.write import TISSUES_FILE
+
     out = []
     cases = [case for case in cases if modality in case.images]  # a site case may hold the other modality only
     for case in tqdm(cases, desc=f"loading {modality}", disable=not progress, unit="case"):
         image = sitk.Cast(sitk.ReadImage(str(case.images[modality])), sitk.sitkFloat32)
+        tissues = Path(case.folder or "") / TISSUES_FILE if modality == "mr" else None
         out.append(
             LoadedVolume(
                 case.name,
                 image,
                 VolumeGeometry.from_sitk_image(image),
                 case.landmarks(modality).ordered(LANDMARK_LABELS),
+                sitk.ReadImage(str(tissues), sitk.sitkUInt8) if tissues and tissues.is_file() else None,
             )
         )
     return out
@@ -83,6 +92,7 @@ class LandmarkDataset(torch.utils.data.Dataset):
         domain_randomization: bool = False,
         orientation: str = "small",
         appearance: str = "basic",
+        tissue_intensities: float = 0.0,
     ):
         if orientation not in ORIENTATIONS or appearance not in APPEARANCES:
             raise ValueError(f"orientation {orientation!r} / appearance {appearance!r}: unknown augmentation")
@@ -91,6 +101,7 @@ class LandmarkDataset(torch.utils.data.Dataset):
         self.max_rotation_deg, self.max_shift_mm = max_rotation_deg, max_shift_mm
         self.orientation, self.appearance = orientation, appearance
         self.epoch = 0
+        self.tissue_intensities = tissue_intensities  # probability, for volumes with tissue labels
         if not augment:
             self._intensity = None
         elif domain_randomization:
@@ -110,6 +121,16 @@ class LandmarkDataset(torch.utils.data.Dataset):
         self._intensity.set_random_state(seed=int(rng.integers(2**31)))
         return torch.as_tensor(self._intensity(x), dtype=torch.float32)
 
+    def maybe_from_tissues(self, x: np.ndarray, v: LoadedVolume, grid_geometry: VolumeGeometry, rng) -> np.ndarray:
+        """The input re-rendered from the volume's tissue labels with per-tissue random intensities, with
+        probability ``tissue_intensities`` (domain randomization and tissue labels only; no random draw otherwise,
+        so that cases without labels are augmented as before)."""
+        if not isinstance(self._intensity, MRDomainRandomization) or v.tissues is None or not self.tissue_intensities:
+            return x
+        if rng.random() >= self.tissue_intensities:
+            return x
+        return normalize(tissue_intensities(resample_labels(v.tissues, grid_geometry), rng)[None], "mr")
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -124,7 +145,7 @@ class LandmarkDataset(torch.utils.data.Dataset):
             pose = self.random_pose(rng)
             pose[:3, 3] = rng.uniform(-self.max_shift_mm, self.max_shift_mm, 3)
         x, grid_geometry = prepare_input(v.image, v.geometry, self.grid, self.modality, pose=pose)
-        x = torch.from_numpy(x[0])
+        x = torch.from_numpy(self.maybe_from_tissues(x[0], v, grid_geometry, rng))
         if self._intensity is not None:
             x = self.augment_intensity(x, rng)
         target = self.grid.ras_to_grid_mm(grid_geometry, v.landmarks_ras)
@@ -194,6 +215,7 @@ class LocalPatchDataset(LandmarkDataset):
         domain_randomization=False,
         orientation="small",
         appearance="basic",
+        tissue_intensities=0.0,
     ):
         super().__init__(
             volumes,
@@ -205,6 +227,7 @@ class LocalPatchDataset(LandmarkDataset):
             domain_randomization=domain_randomization,
             orientation=orientation,
             appearance=appearance,
+            tissue_intensities=tissue_intensities,
         )
         self.max_offset_mm = max_offset_mm
         self.n_landmarks = len(LANDMARK_LABELS)
@@ -222,7 +245,7 @@ class LocalPatchDataset(LandmarkDataset):
         x, (geometry,) = prepare_patches(
             v.image, v.geometry, self.grid, v.landmarks_ras[channel] + offset, self.modality, poses=[pose]
         )
-        x = torch.from_numpy(x[0])
+        x = torch.from_numpy(self.maybe_from_tissues(x[0], v, geometry, rng))
         if self._intensity is not None:
             x = self.augment_intensity(x, rng)
         target = self.grid.ras_to_grid_mm(geometry, v.landmarks_ras)
@@ -294,6 +317,33 @@ class MRDomainRandomization:
             x[0] = crop_field_of_view(x[0], rng)
         x[0] = quantize(x[0], int(rng.integers(self.BITS[0], self.BITS[1] + 1)))
         return normalize(x, "mr")
+
+
+PADDING_LABEL = 255  # outside the volume: the scanner's padding, darkest after synthesis
+
+
+def resample_labels(labels, grid_geometry: VolumeGeometry) -> np.ndarray:
+    """Nearest-neighbour resampling of a SimpleITK label image onto ``grid_geometry``: uint8 [k, j, i],
+    PADDING_LABEL outside the volume."""
+    import SimpleITK as sitk
+
+    reference = sitk.Image([int(n) for n in grid_geometry.size_ijk], sitk.sitkUInt8)
+    grid_geometry.apply_to_sitk_image(reference)
+    out = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, PADDING_LABEL, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out)
+
+
+def tissue_intensities(labels: np.ndarray, rng) -> np.ndarray:
+    """SynthSeg-style image from tissue labels: each label a mean uniform in [0, 1] and a Gaussian spread uniform
+    in [0, 0.1], independent of any real contrast; the padding 0; then a Gaussian blur of 0.3-1 voxel (partial
+    volume). float32, same shape."""
+    from scipy import ndimage
+
+    n = int(labels.max()) + 1
+    means, spreads = rng.uniform(0.0, 1.0, n), rng.uniform(0.0, 0.1, n)
+    x = means[labels] + spreads[labels] * rng.standard_normal(labels.shape)
+    x[labels == PADDING_LABEL] = 0.0
+    return ndimage.gaussian_filter(x, rng.uniform(0.3, 1.0)).astype(np.float32)
 
 
 def simulate_resolution(array: np.ndarray, spacing_mm, grid_spacing_mm: float) -> np.ndarray:

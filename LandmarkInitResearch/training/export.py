@@ -157,6 +157,8 @@ def training_command(cfg: dict) -> str:
         parts.append(f"--max-offset {cfg.get('max_offset_mm', 10.0):g}")
     if cfg.get("domain_randomization"):
         parts.append("--domain-randomization")
+    if cfg.get("tissue_intensities"):
+        parts.append(f"--tissue-intensities {cfg['tissue_intensities']:g}")
     if cfg.get("real_mr"):
         parts.append(f"--real-mr {cfg['real_mr']}")
         parts.append("--real-mr-folds " + " ".join(str(f) for f in cfg["real_mr_folds"]))
@@ -174,6 +176,8 @@ def training_command(cfg: dict) -> str:
         parts.append(f"--augment-appearance {cfg['augment_appearance']}")
     if cfg.get("init_weights"):
         parts.append(f"--init-weights {cfg['init_weights']}")
+    if cfg.get("keep", "best") != "best":
+        parts.append(f"--keep {cfg['keep']}")
     return " ".join(parts) + " --output RUN"
 
 
@@ -279,10 +283,15 @@ def export_run(
             **training_data(cfg),
             "dataset": cfg.get("data_description"),
             **({"domain_randomization": True} if cfg.get("domain_randomization") else {}),
+            **({"tissue_intensities": cfg["tissue_intensities"]} if cfg.get("tissue_intensities") else {}),
             "train_cases": len(cfg["train_cases"]),
             "validation_cases": len(cfg["val_cases"]),
             "epochs": cfg["epochs"],
-            "best_epoch": best["epoch"],
+            **(
+                {"kept_epoch": best["epoch"], "kept": "last epoch (epoch count chosen beforehand)"}
+                if cfg.get("keep") == "last"
+                else {"best_epoch": best["epoch"]}
+            ),
             "batch_size": cfg["batch_size"],
             "lr": cfg["lr"],
             "lr_schedule": cfg.get("lr_schedule", "constant"),

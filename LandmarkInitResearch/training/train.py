@@ -1,8 +1,8 @@
 """`landmarkinit train`: one detector per (modality, method), CPU or GPU, single process or torchrun (DDP).
 
 Run folder: config.json (every setting and the data used), last.pt (resume: weights, optimizer, epoch, history),
-best.pt (weights with the lowest validation MRE), history.json, curve.png. Checkpoints hold tensors and plain
-containers only and are read with ``torch.load(weights_only=True)``.
+best.pt (weights with the lowest validation MRE, or the last epoch's with --keep last), history.json, curve.png.
+Checkpoints hold tensors and plain containers only and are read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ class TrainConfig:
     grid_axes: str | None = None  # patient axes of the model grid ("RAS"), None: the volume's index axes
     augment_orientation: str = "small"  # "any": the grid's orientation drawn from all of O(3) (training/data.py)
     augment_appearance: str = "basic"  # "us": + US domain randomization (training/data.py, us_appearance)
+    tissue_intensities: float = 0.0  # MR DR: probability of per-tissue random intensities (phantom tissue labels)
+    keep: str = "best"  # "last": best.pt holds the last epoch (a final model whose epochs were chosen beforehand)
 
     @property
     def local(self) -> bool:
@@ -122,6 +124,21 @@ def _distributed():
 
 def data_folders(cfg: TrainConfig) -> list[str]:
     return [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+
+
+def _check_tissue_intensities(cfg: TrainConfig, volumes) -> None:
+    if not cfg.tissue_intensities:
+        return
+    if not 0.0 < cfg.tissue_intensities <= 1.0 or cfg.modality != "mr" or not cfg.domain_randomization:
+        raise LandmarkInitError(
+            "--tissue-intensities P (0 < P <= 1) is part of MR domain randomization: use it with --modality mr "
+            "and --domain-randomization"
+        )
+    if not any(v.tissues is not None for v in volumes):
+        raise LandmarkInitError(
+            "--tissue-intensities: no training case has tissue labels (mr_tissues.nrrd); regenerate the phantom data "
+            "with this version of `landmarkinit phantom`, which writes them"
+        )
 
 
 def _split(cfg: TrainConfig):
@@ -265,6 +282,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
     train_cases, val_cases = _split(cfg)
     dataset, extra = (LocalPatchDataset, {"max_offset_mm": cfg.max_offset_mm}) if cfg.local else (LandmarkDataset, {})
     train_volumes = load_volumes(train_cases, cfg.modality, progress and rank == 0)
+    _check_tissue_intensities(cfg, train_volumes)
     val_volumes = load_volumes(val_cases, cfg.modality, progress and rank == 0)
     real_train, real_val = _real_mr(cfg, progress and rank == 0)
     extra |= {"orientation": cfg.augment_orientation, "appearance": cfg.augment_appearance}
@@ -275,6 +293,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         augment=cfg.augment,
         seed=cfg.seed,
         domain_randomization=cfg.domain_randomization,
+        tissue_intensities=cfg.tissue_intensities,
         **extra,
     )
     val_set = dataset(val_volumes + real_val, grid, cfg.modality, seed=cfg.seed, **extra)
@@ -372,7 +391,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                 "seconds": time.perf_counter() - t0,
             }
             history.append(record)
-            if val_mre < best:
+            if val_mre < best or cfg.keep == "last":
                 best = val_mre
                 torch.save({"model": model.state_dict(), "epoch": epoch + 1, "val_mre_mm": val_mre}, out / "best.pt")
             torch.save(
