@@ -143,3 +143,45 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
     assert out.count("landmarkinit ") == 8 and "train_global: landmarkinit train" in out
     assert "--description 'smoke run: toy sizes, figures meaningless'" in out  # quoted, ready to paste
     assert not (tmp_path / "w").exists()
+
+
+def test_the_shipped_mr_detector_recipe_runs_at_smoke_size(tmp_path):
+    """`make models` at smoke size (one epoch, two phantom cases): the final networks of mr_detector.json fine-tuned
+    from base networks (the shipped ones stand in for release 0.1: the same architecture) on phantom cases plus the
+    real cases of every cross-validation fold (here copies of the sample MR under the split's case names), exported,
+    made into the two-stage card, which then detects."""
+    import shutil
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from LandmarkInitLib.detection.detectors import open_detector
+    from LandmarkInitLib.resources import sample_case_dir
+    from LandmarkInitResearch.evaluation.real_mr import load_split
+
+    real = tmp_path / "promise12"
+    for name, source in (("t2.nii.gz", "mr.nrrd"), ("gland.nii.gz", "mr_gland.nrrd")):
+        sitk.WriteImage(sitk.ReadImage(str(sample_case_dir() / source)), str(tmp_path / name))
+    for case in (c for fold in load_split()["cross_validation"] for c in fold):
+        (real / case).mkdir(parents=True)
+        for name in ("t2.nii.gz", "gland.nii.gz"):
+            (real / case / name).symlink_to(tmp_path / name)
+    work = tmp_path / "work"
+    base = work / "base" / "Resources" / "Models"
+    base.mkdir(parents=True)
+    shipped = load_card(EXPERIMENTS.parents[1] / "Resources" / "Models" / "mr_landmarks.json").path.parent
+    for stage in ("global", "local"):
+        for ext in ("json", "onnx", "pt"):
+            shutil.copy(shipped / f"mr_landmarks_g2l-{stage}.{ext}", base)
+    steps = ["data_train", "data_val", "train_global_final", "train_local_final"]
+    steps += ["export_global_final", "export_local_final", "two_stage_final"]
+    argv = ["experiment", str(EXPERIMENTS / "mr_detector.json"), "--work-dir", str(work), "--quiet", "--only", *steps]
+    for setting in ("phantom_train=2", "phantom_val=1", "global_epochs=1", "local_epochs=1", f"promise12={real}"):
+        argv += ["--set", setting]
+    assert main(argv) == EXIT_OK
+    training = load_card(work / "models" / "final" / "mr_landmarks_g2l-local.json").data["training"]
+    assert training["real_mr"]["train_folds"] == [0, 1, 2, 3, 4] and len(training["real_mr"]["train_cases"]) == 25
+    assert training["kept_epoch"] == 1 and training["command"].endswith("--keep last --output RUN")
+    detector = open_detector(load_card(work / "models" / "final" / "compare" / "mr_landmarks.json"))
+    points = detector.detect_file(sample_case_dir() / "mr.nrrd").points_ras
+    assert points.shape == (3, 3) and np.isfinite(points).all()
