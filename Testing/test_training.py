@@ -374,6 +374,11 @@ def test_evaluate_detectors_table(smoke_run, tiny_dataset, tmp_path):
     assert summary["us_a"]["in_view"]["n_cases"] == sum(in_view)
     assert "Wilcoxon" in text  # identical models: p = 1
     assert (report_dir / "detector_errors_us.png").stat().st_size > 10_000
+    # two cards of one name are reported apart
+    from LandmarkInitResearch.evaluation.detector_accuracy import evaluate_cards
+
+    twice = evaluate_cards([a, a, a], tiny_dataset, progress=False)
+    assert list(twice) == ["us_a", "us_a #2", "us_a #3"] and twice["us_a #3"]["card"] == str(a)
 
 
 def test_training_pools_several_data_folders(tiny_dataset, tmp_path):

@@ -48,7 +48,12 @@ def evaluate_cards(
             fan = case.meta.get("landmarks_in_us_field_of_view", {}) if card.modality == "us" else {}
             visible.append([fan.get(label, True) for label in LANDMARK_LABELS])
         predicted, truths, visible = np.array(predicted), np.array(truths), np.array(visible, dtype=bool)
-        results[card.name] = {
+        name = (
+            card.name
+            if card.name not in results
+            else f"{card.name} #{sum(k.split(' #')[0] == card.name for k in results) + 1}"
+        )
+        results[name] = {  # two cards of one name (two runs of a recipe) keep apart
             "card": str(card_path),
             "modality": card.modality,
             "method": card.data.get("method"),
