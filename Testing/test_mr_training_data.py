@@ -130,7 +130,8 @@ def test_phantom_cases_with_tissue_labels_are_rerendered_with_random_tissue_inte
     import shutil
 
     from LandmarkInitResearch.phantom.case import generate_case
-    from LandmarkInitResearch.phantom.write import TISSUES_FILE, write_volume
+    from LandmarkInitResearch.phantom.tissues import TISSUES_FILE
+    from LandmarkInitResearch.phantom.write import write_volume
 
     grid = grid or DEFAULT_LOCAL_GRIDS["mr"]
     case_dir = tmp_path / "case_0000"

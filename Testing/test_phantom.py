@@ -25,8 +25,7 @@ from LandmarkInitResearch.phantom.anatomy import Anatomy, sample_parameters
 from LandmarkInitResearch.phantom.case import PhantomOptions, generate_case
 from LandmarkInitResearch.phantom.generator import generate_dataset
 from LandmarkInitResearch.phantom.mr import MRParameters, mr_geometry
-from LandmarkInitResearch.phantom.tissues import GLAND_TISSUES, Tissue
-from LandmarkInitResearch.phantom.write import TISSUES_FILE
+from LandmarkInitResearch.phantom.tissues import GLAND_TISSUES, TISSUES_FILE, Tissue
 
 SEED = 7
 ROOT = Path(__file__).resolve().parents[1]
@@ -469,6 +468,15 @@ def test_side_lobes_and_reverberation_copy_the_field_where_and_as_strong_as_stat
         expected[2 + n * m, 15, 2] += bounce**n * (1.0 + 1.0j)
     np.testing.assert_allclose(out, expected, atol=1e-12)
     np.testing.assert_array_equal(field[2, 15, 2], 1.0 + 1.0j)  # the input is left alone
+
+
+def test_coil_and_artifact_fractions_outside_0_to_1_are_refused(tmp_path, capsys):
+    from LandmarkInitLib.cli import EXIT_BAD_INPUT, main
+
+    for option in ("--endorectal-coil", "--us-artifacts"):
+        assert main(["phantom", "-o", str(tmp_path / "d"), "--count", "1", option, "1.5"]) == EXIT_BAD_INPUT
+        assert f"{option} must be between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_us_artifacts_change_only_the_us_image_and_are_recorded():

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from LandmarkInitLib.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from LandmarkInitLib.detection.detectors import open_detector
+from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitLib.mask_landmarks import landmarks_from_mask_file
 from LandmarkInitLib.resources import sample_case_dir
@@ -87,8 +88,11 @@ def test_cross_validation_detects_each_pool_case_with_its_own_fold_s_card_only(r
     split.write_text(json.dumps({"held_out_test": ["caseA"], "cross_validation": [["caseB"], []]}))
     other = MR_CARD.with_name("mr_landmarks_dsnt-dist.json")  # another MR network: other errors
     args = ["evaluate-real-mr", "--data", str(data), "--split", str(split), "-o", str(tmp_path / "o"), "--quiet"]
-    assert main([*args, "--models", str(MR_CARD), "--cross-validation", str(other), str(MR_CARD)]) == EXIT_OK
+    models = ["--models", str(MR_CARD), str(MR_CARD)]  # the same card twice: two runs of one recipe, kept apart
+    assert main([*args, *models, "--cross-validation", str(other), str(MR_CARD)]) == EXIT_OK
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    name = load_card(MR_CARD).name
+    assert list(doc["cases"]) == [name, f"{name} #2", real_mr.CROSS_VALIDATED]
     reference = landmarks_from_mask_file(data / "caseB" / "gland.nii.gz").ordered(LANDMARK_LABELS)
     errors = np.linalg.norm(
         open_detector(other).detect_file(data / "caseB" / "t2.nii.gz").points_ras - reference, axis=1

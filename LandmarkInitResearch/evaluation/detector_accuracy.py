@@ -23,6 +23,15 @@ SDR_THRESHOLDS_MM = (2.0, 2.5, 3.0, 4.0)
 OUTLIER_MM = 10.0
 
 
+def distinct_name(name: str, taken) -> str:
+    """``name``, or ``name #2``, ``name #3``... when taken: two cards of one name (two runs of a recipe) keep apart
+    in a report."""
+    n = 1
+    while (candidate := name if n == 1 else f"{name} #{n}") in taken:
+        n += 1
+    return candidate
+
+
 def evaluate_cards(
     cards: list, data, *, progress: bool = True, backend: str = "onnx", threads: int | None = None, case_names=None
 ) -> dict:
@@ -48,12 +57,7 @@ def evaluate_cards(
             fan = case.meta.get("landmarks_in_us_field_of_view", {}) if card.modality == "us" else {}
             visible.append([fan.get(label, True) for label in LANDMARK_LABELS])
         predicted, truths, visible = np.array(predicted), np.array(truths), np.array(visible, dtype=bool)
-        name = (
-            card.name
-            if card.name not in results
-            else f"{card.name} #{sum(k.split(' #')[0] == card.name for k in results) + 1}"
-        )
-        results[name] = {  # two cards of one name (two runs of a recipe) keep apart
+        results[distinct_name(card.name, results)] = {
             "card": str(card_path),
             "modality": card.modality,
             "method": card.data.get("method"),

@@ -25,6 +25,7 @@ from LandmarkInitLib.detection.detectors import open_detector
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitResearch.evaluation.detector_accuracy import distinct_name
 
 DEFAULT_SPLIT = Path(__file__).with_name("real_mr_split.json")
 IMAGE_FILE, MASK_FILE = "t2.nii.gz", "gland.nii.gz"
@@ -198,8 +199,10 @@ def evaluate_real_mr(
     for path, card in zip(cards, loaded, strict=True):
         detector = open_detector(card, backend=backend, threads=threads)
         cases = tqdm(split_cases(split), desc=card.name, disable=not progress, unit="case")
-        name = card.name if card.name not in results else f"{card.name} ({path})"  # two runs of one recipe
-        results[name] = {"card": str(path), "cases": {c: row(detector, c, g, f) for c, g, f in cases}}
+        results[distinct_name(card.name, results)] = {
+            "card": str(path),
+            "cases": {c: row(detector, c, g, f) for c, g, f in cases},
+        }
     if folds:
         rows = {}
         for fold, card in enumerate(folds):

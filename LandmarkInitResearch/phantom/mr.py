@@ -122,9 +122,10 @@ def render_mr(
     """Returns (int16 image [k, j, i], uint8 gland mask, geometry, uint8 tissue labels [k, j, i])."""
     if coil is not None:
         anatomy = Anatomy(coil.anatomy_parameters(anatomy.params))
-        mr = props.mr.copy()
-        mr[Tissue.RECTAL_LUMEN] = props.mr[Tissue.URINE] if coil.fluid else props.mr[Tissue.RECTAL_LUMEN]
-        props = replace(props, mr=mr)
+        if coil.fluid:  # an air-filled balloon keeps the lumen's signal void
+            mr = props.mr.copy()
+            mr[Tissue.RECTAL_LUMEN] = props.mr[Tissue.URINE]
+            props = replace(props, mr=mr)
     geometry = mr_geometry(params)
     world = grid_points_ras(geometry)
     to_world = params.anatomy_to_world()

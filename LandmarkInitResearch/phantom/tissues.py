@@ -70,6 +70,10 @@ NOMINAL = {
 
 N_TISSUES = len(Tissue)
 
+# A case's MR tissue labels (Tissue values on the MR grid), beside the case files of datasets.CASE_FILES that
+# detection and evaluation need: training reads them, when present, for per-tissue random intensities.
+TISSUES_FILE = "mr_tissues.nrrd"
+
 
 @dataclass(frozen=True)
 class TissueProperties:

@@ -163,16 +163,10 @@ def add_artifacts(field: np.ndarray, artifacts: USArtifacts, depth_step_mm: floa
 
 
 def _shifted(x: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """``x`` moved by ``k`` bins along ``axis`` (positive: to higher indices), zero where nothing moved in."""
-    out = np.zeros_like(x)
-    n = x.shape[axis]
-    if abs(k) >= n:
-        return out
-    src = [slice(None)] * x.ndim
-    dst = [slice(None)] * x.ndim
-    src[axis], dst[axis] = (slice(0, n - k), slice(k, n)) if k >= 0 else (slice(-k, n), slice(0, n + k))
-    out[tuple(dst)] = x[tuple(src)]
-    return out
+    """``x`` moved by ``k`` whole bins along ``axis``, zero where nothing moved in."""
+    offset = np.zeros(x.ndim)
+    offset[axis] = k
+    return ndimage.shift(x, offset, order=0, mode="constant", cval=0.0)
 
 
 def _site_b(params: USParameters, rng: np.random.Generator) -> USParameters:

@@ -15,10 +15,7 @@ from LandmarkInitLib.io.markups import write_landmarks
 from LandmarkInitLib.io.transforms import create_transform_node, save_transform
 from LandmarkInitLib.landmarks import LANDMARK_LABELS, LandmarkSet
 from LandmarkInitResearch.phantom.case import PhantomCase
-
-# Not a case file that detection or evaluation needs (datasets.CASE_FILES): the MR's tissue labels (tissues.Tissue),
-# which training uses, when present, for per-tissue random intensities.
-TISSUES_FILE = "mr_tissues.nrrd"
+from LandmarkInitResearch.phantom.tissues import TISSUES_FILE
 
 
 def write_volume(array: np.ndarray, geometry, path: Path) -> None:

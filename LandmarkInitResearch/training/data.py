@@ -39,6 +39,7 @@ from LandmarkInitLib.detection.preprocess import normalize, prepare_input, prepa
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.io.datasets import PairedCase
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
+from LandmarkInitResearch.phantom.tissues import TISSUES_FILE
 
 # Spatial augmentation of the grid's orientation: "small" (up to max_rotation_deg) or "any" (the whole O(3));
 # appearance: "basic" (MONAI gain/shift/gamma/noise) or "us" (+ us_appearance).
@@ -58,8 +59,6 @@ class LoadedVolume:
 def load_volumes(cases: list[PairedCase], modality: str, progress: bool = False) -> list[LoadedVolume]:
     import SimpleITK as sitk
     from tqdm import tqdm
-
-    from LandmarkInitResearch.phantom.write import TISSUES_FILE
 
     out = []
     cases = [case for case in cases if modality in case.images]  # a site case may hold the other modality only
