@@ -44,6 +44,11 @@ def cmd_phantom(args) -> int:
         raise LandmarkInitError("--endorectal-coil must be between 0 and 1")
     if not 0.0 <= args.us_artifacts <= 1.0:
         raise LandmarkInitError("--us-artifacts must be between 0 and 1")
+    if not 0.0 <= args.gland_mask_fraction <= 1.0:
+        raise LandmarkInitError("--gland-mask-fraction must be between 0 and 1")
+    # fraction 0 reads no mask: a recipe can pass the options and switch real shapes off with one variable
+    masks = gland_mask_files(args.gland_masks, args.gland_mask_folds, args.gland_mask_split)
+    masks = masks if args.gland_mask_fraction > 0 else []
     summary = generate_dataset(
         args.output,
         args.count,
@@ -57,6 +62,8 @@ def cmd_phantom(args) -> int:
             us_scanner=args.us_scanner,
             endorectal_coil_fraction=args.endorectal_coil,
             us_artifacts_fraction=args.us_artifacts,
+            gland_mask_fraction=args.gland_mask_fraction if masks else 0.0,
+            gland_masks=masks,
         ),
         force=args.force,
         progress=not args.quiet,
@@ -67,6 +74,31 @@ def cmd_phantom(args) -> int:
         f"{args.output}: {len(summary['written'])} cases written, {summary['skipped_existing']} already present{mean}"
     )
     return EXIT_OK
+
+
+def gland_mask_files(data: Path | None, folds, split_path) -> list[str]:
+    """The gland masks (absolute paths) of the real cross-validation folds ``folds`` under ``data`` (PROMISE12
+    layout); a held-out test case is never among them."""
+    if data is None:
+        if folds:
+            raise LandmarkInitError("--gland-mask-folds needs --gland-masks DIR")
+        return []
+    from LandmarkInitResearch.evaluation.real_mr import MASK_FILE, fold_cases, load_split
+
+    if not folds:
+        raise LandmarkInitError(
+            "--gland-masks needs --gland-mask-folds K [K ...]: the cross-validation folds whose masks may shape the "
+            "phantom's glands (the held-out real test cases never do)"
+        )
+    files = [(data / case / MASK_FILE).resolve() for case in fold_cases(load_split(split_path), folds)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise LandmarkInitError(
+            f"--gland-masks {data}: no gland mask {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f"; give the folder that holds <case>/{MASK_FILE} for the cases of the split"
+        )
+    return [str(f) for f in files]
 
 
 def cmd_train(args) -> int:
@@ -425,6 +457,36 @@ def add_commands(sub) -> list[tuple[str, str]]:
         default=0.0,
         metavar="F",
         help="fraction of cases whose US has side lobes and reverberation (default 0)",
+    )
+    p.add_argument(
+        "--gland-masks",
+        type=Path,
+        metavar="DIR",
+        help="real gland shapes: a folder of real cases with expert gland masks (PROMISE12 layout, "
+        "<case>/gland.nii.gz); "
+        "a fraction of the cases (--gland-mask-fraction) take the shape of one of the masks of --gland-mask-folds, "
+        "scaled to the phantom's gland size (docs/phantom.md)",
+    )
+    p.add_argument(
+        "--gland-mask-folds",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="with --gland-masks: the cross-validation folds of --gland-mask-split whose masks may be used (held-out "
+        "test cases never are; leave out the folds a model is validated on)",
+    )
+    p.add_argument(
+        "--gland-mask-split",
+        type=Path,
+        metavar="FILE",
+        help="with --gland-masks: the real-MR split file (default: the committed evaluation/real_mr_split.json)",
+    )
+    p.add_argument(
+        "--gland-mask-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="with --gland-masks: fraction of cases with a real gland shape (default 0.5)",
     )
     p.add_argument(
         "--preview",

@@ -172,6 +172,8 @@ def test_an_existing_dataset_is_described_truly_and_never_replaced_without_force
         "us_scanner": "standard",
         "endorectal_coil_fraction": 0.0,
         "us_artifacts_fraction": 0.0,
+        "gland_mask_fraction": 0.0,
+        "gland_masks": [],
     }
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     same = ["phantom", "-o", str(out), "--count", "1", "--seed", str(SEED), "--probe", "end-fire"]
@@ -181,7 +183,7 @@ def test_an_existing_dataset_is_described_truly_and_never_replaced_without_force
         (
             ["--count", "1"],
             "holds a dataset of another run (seed 7, generator 1.0, endorectal_coil_fraction 0.0, "
-            "partial_fraction 0.0, probe end-fire",
+            "gland_mask_fraction 0.0, gland_masks [], partial_fraction 0.0, probe end-fire",
         ),
         ([*same[3:], "--quiet"], "holds a dataset of another run"),  # the same seed, other options
         (

@@ -98,6 +98,17 @@ def load_split(path=None) -> dict:
     return {**split, "held_out_test": test, "cross_validation": folds, "path": str(path)}
 
 
+def fold_cases(split: dict, folds: list[int]) -> list[str]:
+    """The case names of the given cross-validation folds (0-based)."""
+    n = len(split["cross_validation"])
+    bad = [f for f in folds if not 0 <= f < n]
+    if bad:
+        raise LandmarkInitError(
+            f"real-MR fold(s) {', '.join(map(str, bad))} do not exist: {split['path']} has folds 0 to {n - 1}"
+        )
+    return [case for f in folds for case in split["cross_validation"][f]]
+
+
 def split_cases(split: dict) -> list[tuple[str, str, int | None]]:
     """(case, group, fold) of every case of the split, held-out test first."""
     out = [(c, "held_out_test", None) for c in split["held_out_test"]]

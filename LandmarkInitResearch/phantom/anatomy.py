@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from LandmarkInitResearch.phantom.gland_shapes import GlandShape
 from LandmarkInitResearch.phantom.tissues import Tissue
 
 # monomials of the gland-surface perturbation: (power of ux, uy, uz)
@@ -78,9 +79,12 @@ class AnatomyParameters:
     cysts: list[Blob] = field(default_factory=list)
     calcifications: list[Blob] = field(default_factory=list)
     nodules: list[Blob] = field(default_factory=list)
+    gland_shape: str = ""  # a real gland's shape (gland_shapes.py) instead of the analytic one: the mask's name
 
     def describe(self) -> dict:
         d = asdict(self)
+        if not d["gland_shape"]:  # analytic gland: the description cases had before real shapes existed
+            del d["gland_shape"]
         for key in ("cysts", "calcifications", "nodules"):
             d[key] = [
                 {"centre": [round(float(v), 4) for v in b["centre"]], "radius": round(float(b["radius"]), 4)}
@@ -104,8 +108,11 @@ def _rounded(obj):
 RECTUM_LATERAL_MAX_MM = 15.0  # beyond this the rectum no longer sits behind the gland
 
 
-def sample_parameters(rng: np.random.Generator, rectum_lateral_mm: float = 4.0) -> AnatomyParameters:
-    """Random anatomy; ``rectum_lateral_mm`` widens the rectum's lateral offset range (same random draws)."""
+def sample_parameters(
+    rng: np.random.Generator, rectum_lateral_mm: float = 4.0, gland_shape: GlandShape | None = None
+) -> AnatomyParameters:
+    """Random anatomy; ``rectum_lateral_mm`` widens the rectum's lateral offset range (same random draws);
+    ``gland_shape``: a real gland's shape instead of the analytic one (same draws; cysts kept inside it)."""
     if not 0.0 <= rectum_lateral_mm <= RECTUM_LATERAL_MAX_MM:
         raise ValueError(
             f"the rectum's lateral offset range must be 0-{RECTUM_LATERAL_MAX_MM:g} mm, not {rectum_lateral_mm}"
@@ -146,7 +153,8 @@ def sample_parameters(rng: np.random.Generator, rectum_lateral_mm: float = 4.0) 
         levator_gap_mm=u(6.0, 14.0),
         levator_thickness_mm=u(5.0, 10.0),
     )
-    gland = Gland(params)
+    params.gland_shape = gland_shape.name if gland_shape else ""
+    gland = Gland(params).with_shape(gland_shape)
     # nodules inside the transition zone, calcifications near the TZ/PZ boundary, cysts anywhere in the gland
     for _ in range(rng.integers(0, 2 + int(6 * bph))):
         d = _random_unit(rng) * u(0.0, 0.7)
@@ -191,6 +199,9 @@ class Gland:
             pert += coef * ux**i * uy**j * uz**m
         return r * (1.0 + pert)
 
+    def with_shape(self, shape: GlandShape | None) -> Gland:
+        return self if shape is None else MaskGland(self.p, shape)
+
     def sdf(self, q: np.ndarray) -> np.ndarray:
         """Radial signed distance (mm, negative inside) of gland-frame points q (N x 3)."""
         n = np.linalg.norm(q, axis=1)
@@ -205,6 +216,18 @@ class Gland:
         x = self.p.urethra_lateral * zc
         y = self.p.urethra_offset_y + self.p.urethra_bow * (1.0 - zc**2)
         return np.stack([x, y, z], axis=-1)
+
+
+class MaskGland(Gland):
+    """A real gland's shape (gland_shapes.GlandShape) scaled to the case's semi-axes: taper, flattening and the
+    analytic perturbation do not apply."""
+
+    def __init__(self, p: AnatomyParameters, shape: GlandShape):
+        super().__init__(p)
+        self.shape = shape
+
+    def radius(self, u: np.ndarray) -> np.ndarray:
+        return self.shape.radius(u, (self.a, self.b, self.c))
 
 
 def _bisect(f, lo: float, hi: float, tol: float = 1e-9) -> float:
@@ -224,9 +247,13 @@ def _bisect(f, lo: float, hi: float, tol: float = 1e-9) -> float:
 class Anatomy:
     """Labels of every tissue at any point of the anatomy frame, and the three landmarks."""
 
-    def __init__(self, params: AnatomyParameters):
+    def __init__(self, params: AnatomyParameters, gland_shape: GlandShape | None = None):
+        """``gland_shape``: a real gland's shape for the gland (its name must be ``params.gland_shape``)."""
+        if (gland_shape.name if gland_shape else "") != params.gland_shape:
+            raise ValueError(f"gland shape {gland_shape!r} given for parameters of gland shape {params.gland_shape!r}")
         self.params = p = params
-        self.gland = Gland(p)
+        self.gland_shape = gland_shape
+        self.gland = Gland(p).with_shape(gland_shape)
         self.rotation = Rotation.from_euler("xyz", p.gland_euler_xyz_deg, degrees=True).as_matrix()
         self._landmarks_gland = self._derive_landmarks()
         lm = self.landmarks

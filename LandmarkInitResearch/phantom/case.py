@@ -10,7 +10,7 @@ deformation bound of the US landmark.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from LandmarkInitLib.fit.landmark_fit import apply_transform
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitResearch.phantom.anatomy import Anatomy, _rounded, sample_parameters
+from LandmarkInitResearch.phantom.gland_shapes import read_gland_shape
 from LandmarkInitResearch.phantom.mr import EndorectalCoil, MRParameters, render_mr
 from LandmarkInitResearch.phantom.tissues import sample_properties
 from LandmarkInitResearch.phantom.ultrasound import USArtifacts, USParameters, in_field_of_view, render_us
@@ -38,6 +39,9 @@ class PhantomOptions:
     endorectal_coil_fraction: float = 0.0
     # fraction of cases whose US has side lobes and reverberation (ultrasound.USArtifacts)
     us_artifacts_fraction: float = 0.0
+    # fraction of cases whose gland has the shape of one of these real gland masks (gland_shapes.py), drawn at random
+    gland_mask_fraction: float = 0.0
+    gland_masks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,16 +71,22 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
     anatomy_rng, props_rng, mr_rng, us_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
     )
-    anatomy = Anatomy(sample_parameters(anatomy_rng, rectum_lateral_mm=options.rectum_lateral_mm))
+    # own streams, so that cases without a coil, artifacts or a real gland shape are what they were before these options
+    coil_rng, artifact_rng, shape_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(7)[4:]
+    )
+    shape = None
+    if options.gland_masks and shape_rng.random() < options.gland_mask_fraction:
+        shape = read_gland_shape(options.gland_masks[shape_rng.integers(len(options.gland_masks))])
+    anatomy = Anatomy(
+        sample_parameters(anatomy_rng, rectum_lateral_mm=options.rectum_lateral_mm, gland_shape=shape), shape
+    )
     props = sample_properties(props_rng)
     mr_params = MRParameters.sample(mr_rng)
     probe = None if options.probe == "mixed" else options.probe
     us_params = USParameters.sample(
         us_rng, probe=probe, partial_fraction=options.partial_fraction, scanner=options.us_scanner
     )
-
-    # streams of their own, so that cases without a coil or artifacts are what they were before these options
-    coil_rng, artifact_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(6)[4:])
     coil = EndorectalCoil.sample(coil_rng) if coil_rng.random() < options.endorectal_coil_fraction else None
     artifacts = (
         USArtifacts.sample(artifact_rng, us_params.probe)
@@ -120,7 +130,7 @@ def generate_case(seed: int, index: int, options: PhantomOptions | None = None) 
         "rigid_rotation_deg": round(
             float(np.degrees(np.arccos(np.clip((np.trace(mr_to_us[:3, :3]) - 1) / 2, -1, 1)))), 4
         ),
-        "anatomy": anatomy.describe(),
+        "anatomy": anatomy.describe(),  # its gland_shape names the real gland mask, if one was used
         "mr": _rounded(asdict(mr_params)),
         "endorectal_coil": None if coil is None else _rounded(asdict(coil)),
         "us_artifacts": None if artifacts is None else _rounded(asdict(artifacts)),

@@ -121,7 +121,7 @@ def render_mr(
 ):
     """Returns (int16 image [k, j, i], uint8 gland mask, geometry, uint8 tissue labels [k, j, i])."""
     if coil is not None:
-        anatomy = Anatomy(coil.anatomy_parameters(anatomy.params))
+        anatomy = Anatomy(coil.anatomy_parameters(anatomy.params), anatomy.gland_shape)
         if coil.fluid:  # an air-filled balloon keeps the lumen's signal void
             mr = props.mr.copy()
             mr[Tissue.RECTAL_LUMEN] = props.mr[Tissue.URINE]

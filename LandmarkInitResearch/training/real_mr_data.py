@@ -12,19 +12,8 @@ from pathlib import Path
 
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
-from LandmarkInitResearch.evaluation.real_mr import IMAGE_FILE, MASK_FILE, load_split
+from LandmarkInitResearch.evaluation.real_mr import IMAGE_FILE, MASK_FILE, fold_cases, load_split
 from LandmarkInitResearch.training.data import LoadedVolume
-
-
-def fold_cases(split: dict, folds: list[int]) -> list[str]:
-    """The case names of the given cross-validation folds (0-based)."""
-    n = len(split["cross_validation"])
-    bad = [f for f in folds if not 0 <= f < n]
-    if bad:
-        raise LandmarkInitError(
-            f"real-MR fold(s) {', '.join(map(str, bad))} do not exist: {split['path']} has folds 0 to {n - 1}"
-        )
-    return [case for f in folds for case in split["cross_validation"][f]]
 
 
 def load_real_mr_volumes(data, cases: list[str], split: dict, progress: bool = False) -> list[LoadedVolume]:
