@@ -24,6 +24,7 @@ $(STAMP): requirements/lock.txt requirements/debian.txt pyproject.toml
 
 test: setup
 	$(VENV)/bin/ruff check LandmarkInit LandmarkInitResearch Testing tools
+	$(VENV)/bin/ruff format --check LandmarkInit LandmarkInitResearch Testing tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
@@ -96,6 +97,7 @@ site-adaptation: setup
 
 lint: setup
 	$(VENV)/bin/ruff check LandmarkInit LandmarkInitResearch Testing tools
+	$(VENV)/bin/ruff format --check LandmarkInit LandmarkInitResearch Testing tools
 
 # Mutation testing of the core modules, written to docs/mutation-testing.md; fails below a 90 % score or on a surviving
 # mutant not explained in Testing/mutation/equivalent_mutants.toml. Slow (see the page), so not part of `make test`/CI.

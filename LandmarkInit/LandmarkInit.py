@@ -377,8 +377,16 @@ class LandmarkInitWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rows = s.rows()
         table.setRowCount(len(rows))
         for i, row in enumerate(rows):
-            marks = [m for m, on in (("MR edited", row.edited_mr), ("US edited", row.edited_us),
-                                     ("MR locked", row.locked_mr), ("US locked", row.locked_us)) if on]
+            marks = [
+                m
+                for m, on in (
+                    ("MR edited", row.edited_mr),
+                    ("US edited", row.edited_us),
+                    ("MR locked", row.locked_mr),
+                    ("US locked", row.locked_us),
+                )
+                if on
+            ]
             cells = [row.name, _mm(row.fre_mm), _mm(row.spread_mr_mm), _mm(row.spread_us_mm), ", ".join(marks)]
             for j, text in enumerate(cells):
                 table.setItem(i, j, qt.QTableWidgetItem(text))

@@ -37,6 +37,7 @@ def test_the_extension_installs_exactly_the_module_and_the_runtime_library():
 def test_the_cmake_files_install_nothing_else():
     """Besides the script list and the data files checked above, no CMake line installs or names anything of the
     front ends or the research bench."""
+
     def code(text):  # without comments
         return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 

@@ -441,6 +441,7 @@ def test_a_set_exactly_on_a_geometry_limit_is_accepted():
     with pytest.raises(InvalidPointsError, match="nearly collinear"):
         fit_rigid(thin, thin, min_conditioning=np.nextafter(limit, 1.0))
 
+
 def test_apply_transform_gives_floating_point_coordinates_for_integer_input():
     shift = np.eye(4, dtype=int)
     shift[:3, 3] = [1, 2, 3]

@@ -105,8 +105,17 @@ def test_parameter_defaults_are_valid_choices():
     assert DEFAULT_DETECTOR in DETECTOR_CHOICES
     assert "rigid" in FIT_MODES
     assert set(parameters()) == {
-        "mrVolume", "usVolume", "detector", "modelsFolder", "mrLandmarks", "usLandmarks", "outputTransform",
-        "fitMode", "autoUpdate", "addToSiteDataset", "siteDataset",
+        "mrVolume",
+        "usVolume",
+        "detector",
+        "modelsFolder",
+        "mrLandmarks",
+        "usLandmarks",
+        "outputTransform",
+        "fitMode",
+        "autoUpdate",
+        "addToSiteDataset",
+        "siteDataset",
     }
 
 
@@ -198,9 +207,16 @@ def test_extension_metadata_is_complete_and_agrees_with_the_s4ext():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             s4ext[key] = value.strip()
-    pairs = {"homepage": "HOMEPAGE", "category": "CATEGORY", "contributors": "CONTRIBUTORS",
-             "description": "DESCRIPTION", "iconurl": "ICONURL", "screenshoturls": "SCREENSHOTURLS",
-             "status": "STATUS", "depends": "DEPENDS"}
+    pairs = {
+        "homepage": "HOMEPAGE",
+        "category": "CATEGORY",
+        "contributors": "CONTRIBUTORS",
+        "description": "DESCRIPTION",
+        "iconurl": "ICONURL",
+        "screenshoturls": "SCREENSHOTURLS",
+        "status": "STATUS",
+        "depends": "DEPENDS",
+    }
     for key, var in pairs.items():
         assert s4ext[key] == meta[f"EXTENSION_{var}"], f".s4ext {key} differs from CMake EXTENSION_{var}"
     for url in [meta["EXTENSION_ICONURL"], *meta["EXTENSION_SCREENSHOTURLS"].split()]:
@@ -225,7 +241,11 @@ def test_shipped_files_are_found_where_the_extension_installs_them(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LANDMARKINIT_MODELS"}
     out = subprocess.run(
         [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(modules)!r}); {code}"],
-        capture_output=True, text=True, check=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
     )
     assert Path(out.stdout.strip()) == models / "mr_landmarks.json"
 
@@ -237,8 +257,20 @@ def test_sample_data_source_copies_and_verifies_like_slicers_downloader(context,
     icons = ROOT / "LandmarkInit" / "Resources" / "Icons"
     source = sample_data_source(icons)
     # the keywords of SampleDataLogic.registerCustomSampleDataSource (Slicer 5.8-5.13): anything else is a TypeError
-    accepted = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader", "thumbnailFileName",
-                "loadFileTypes", "loadFiles", "loadFileProperties", "checksums", "loadFileType"}
+    accepted = {
+        "category",
+        "sampleName",
+        "uris",
+        "fileNames",
+        "nodeNames",
+        "customDownloader",
+        "thumbnailFileName",
+        "loadFileTypes",
+        "loadFiles",
+        "loadFileProperties",
+        "checksums",
+        "loadFileType",
+    }
     assert set(source) <= accepted, set(source) - accepted
     assert Path(source["thumbnailFileName"]).is_file()
     n = len(source["uris"])
