@@ -47,8 +47,11 @@ def cmd_phantom(args) -> int:
     if not 0.0 <= args.gland_mask_fraction <= 1.0:
         raise LandmarkInitError("--gland-mask-fraction must be between 0 and 1")
     # fraction 0 reads no mask: a recipe can pass the options and switch real shapes off with one variable
-    masks = gland_mask_files(args.gland_masks, args.gland_mask_folds, args.gland_mask_split)
-    masks = masks if args.gland_mask_fraction > 0 else []
+    masks = (
+        gland_mask_files(args.gland_masks, args.gland_mask_folds, args.gland_mask_split)
+        if args.gland_mask_fraction > 0
+        else []
+    )
     summary = generate_dataset(
         args.output,
         args.count,
