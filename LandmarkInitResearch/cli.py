@@ -83,8 +83,8 @@ def gland_mask_files(data: Path | None, folds, split_path) -> list[str]:
     """The gland masks (absolute paths) of the real cross-validation folds ``folds`` under ``data`` (PROMISE12
     layout); a held-out test case is never among them."""
     if data is None:
-        if folds:
-            raise LandmarkInitError("--gland-mask-folds needs --gland-masks DIR")
+        if folds or split_path:
+            raise LandmarkInitError("--gland-mask-folds and --gland-mask-split need --gland-masks DIR")
         return []
     from LandmarkInitResearch.evaluation.real_mr import MASK_FILE, fold_cases, load_split
 
@@ -93,7 +93,14 @@ def gland_mask_files(data: Path | None, folds, split_path) -> list[str]:
             "--gland-masks needs --gland-mask-folds K [K ...]: the cross-validation folds whose masks may shape the "
             "phantom's glands (the held-out real test cases never do)"
         )
-    files = [(data / case / MASK_FILE).resolve() for case in fold_cases(load_split(split_path), folds)]
+    cases = list(dict.fromkeys(fold_cases(load_split(split_path), folds)))
+    held_out = sorted(set(cases) & set(load_split()["held_out_test"]))
+    if held_out:
+        raise LandmarkInitError(
+            f"--gland-mask-split {split_path}: {', '.join(held_out)} belong(s) to the held-out real test set of the "
+            "committed split, which never shapes training data"
+        )
+    files = [(data / case / MASK_FILE).resolve() for case in cases]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise LandmarkInitError(
@@ -101,6 +108,10 @@ def gland_mask_files(data: Path | None, folds, split_path) -> list[str]:
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + f"; give the folder that holds <case>/{MASK_FILE} for the cases of the split"
         )
+    from LandmarkInitResearch.phantom.gland_shapes import read_gland_shape
+
+    for f in files:  # every mask checked now, not when (or if) a case draws it
+        read_gland_shape(str(f))
     return [str(f) for f in files]
 
 

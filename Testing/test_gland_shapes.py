@@ -14,7 +14,14 @@ from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
 from LandmarkInitResearch.phantom.anatomy import Anatomy, sample_parameters
 from LandmarkInitResearch.phantom.case import PhantomOptions, generate_case
-from LandmarkInitResearch.phantom.gland_shapes import GlandShape, directions, read_gland_shape, shape_from_mask
+from LandmarkInitResearch.phantom.gland_shapes import (
+    N_PHI,
+    N_THETA,
+    GlandShape,
+    directions,
+    read_gland_shape,
+    shape_from_mask,
+)
 from test_mask_landmarks import ellipsoid, reoriented, write_mask
 
 # Flipped R and A, anisotropic, 1 mm in plane and 2 mm slices: R 24..-24, A 20..-20, S -24..24
@@ -43,6 +50,36 @@ def test_radius_in_mm_scales_the_normalised_shape_to_the_case_semi_axes_exactly(
     a, b, c = 20.0, 15.0, 18.0
     expected = [a, b, c, 1.0 / np.hypot(0.6 / a, 0.8 / c)]  # the ellipsoid x^2/a^2 + y^2/b^2 + z^2/c^2 = 1
     np.testing.assert_allclose(sphere.radius(u, (a, b, c)), expected, rtol=1e-12)
+
+
+def test_the_direction_grid_interpolates_exactly_at_its_centres_and_smoothly_across_seam_and_poles():
+    rng = np.random.default_rng(1)
+    shape = GlandShape("random", rng.uniform(0.5, 1.5, directions().shape[:2]))
+    np.testing.assert_allclose(shape.radius_normalised(directions().reshape(-1, 3)), shape.radii.ravel(), atol=1e-12)
+    # across the azimuth seam (-pi = pi) the radius is the mean of the two edge columns, from either side
+    t = (np.arange(N_THETA) + 0.5) * np.pi / N_THETA
+    for side in (np.pi - 1e-12, -np.pi + 1e-12):
+        seam = np.stack([np.sin(t) * np.cos(side), np.sin(t) * np.sin(side), np.cos(t)], axis=1)
+        np.testing.assert_allclose(shape.radius_normalised(seam), 0.5 * (shape.radii[:, 0] + shape.radii[:, -1]))
+    # through a pole: approached from azimuth phi or from phi + pi (the same line), the radius is the same
+    phi = (np.arange(N_PHI // 2) + 0.3) * 2.0 * np.pi / N_PHI - np.pi
+    for z in (1.0, -1.0):
+        ends = [np.stack([1e-9 * np.cos(a), 1e-9 * np.sin(a), np.full_like(a, z)], axis=1) for a in (phi, phi + np.pi)]
+        np.testing.assert_allclose(shape.radius_normalised(ends[0]), shape.radius_normalised(ends[1]), atol=1e-6)
+
+
+def test_the_apex_is_the_urethra_line_s_last_exit_when_a_real_shape_makes_it_leave_and_re_enter():
+    theta = np.degrees(np.arccos(directions()[..., 2]))
+    notched = GlandShape("notched", np.where((theta > 140) & (theta < 170), 0.45, 1.0))  # a waist above the apex
+    for seed in range(5):
+        params = sample_parameters(np.random.default_rng(seed), gland_shape=notched)
+        gland = Anatomy(params, notched).gland
+        apex = gland.exit_height(-1.0)
+        below = gland.urethra_centre(np.arange(-3.0 * gland.c, apex - 1e-3, 0.05))
+        assert (gland.sdf(below) > 0).all() and abs(gland.sdf(gland.urethra_centre(np.array([apex])))[0]) < 1e-6
+    # seed 1's line leaves at the waist (about -6 mm) and comes back in: its apex is the lower, final exit
+    gland = Anatomy(sample_parameters(np.random.default_rng(1), gland_shape=notched), notched).gland
+    assert gland.exit_height(-1.0) < -0.9 * gland.c
 
 
 @pytest.mark.parametrize("perm, flips", [((0, 1, 2), (False, False, False)), ((1, 2, 0), (True, False, True))])
@@ -84,6 +121,10 @@ def test_gland_mask_fraction_draws_shapes_from_its_own_stream(tmp_path):
     assert not np.array_equal(plain.mr_gland, shaped.mr_gland)
     # the rest of the draws are the case's own: same MR field of view and US probe settings
     assert plain.meta["mr"] == shaped.meta["mr"] and plain.meta["us"] == shaped.meta["us"]
+    # a fraction of 0 draws nothing, as mr_detector.json's data_train passes the mask options with the shapes off
+    none = generate_case(7, 3, PhantomOptions(gland_mask_fraction=0.0, gland_masks=[path]))
+    np.testing.assert_array_equal(none.mr_image, plain.mr_image)
+    np.testing.assert_array_equal(none.us_image, plain.us_image)
 
 
 def promise12_like(root, cases, array=None, geometry=GRID):
@@ -146,3 +187,29 @@ def test_a_mask_file_written_in_lps_keeps_its_lobe_on_the_patient_right(tmp_path
     diagonals = np.array([[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]]) / np.sqrt(2)
     right_anterior, left_posterior = read_gland_shape(str(path)).radius_normalised(diagonals)
     assert right_anterior > left_posterior + 0.15
+
+
+def test_a_committed_held_out_case_never_shapes_a_phantom_even_through_another_split(tmp_path, capsys):
+    from LandmarkInitResearch.evaluation.real_mr import load_split
+
+    held_out = load_split()["held_out_test"][0]
+    split = {"held_out_test": [], "cross_validation": [["a0", held_out]]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    data = promise12_like(tmp_path / "p12", ["a0", held_out])
+    argv = ["phantom", "-o", str(tmp_path / "out"), "--gland-masks", str(data), "--gland-mask-folds", "0"]
+    assert main([*argv, "--gland-mask-split", str(tmp_path / "split.json")]) == EXIT_BAD_INPUT
+    assert f"{held_out} belong(s) to the held-out real test set" in capsys.readouterr().err
+
+
+def test_a_card_says_when_phantom_glands_had_real_shapes():
+    from LandmarkInitResearch.training.export import training_data
+
+    shaped = {"options": {"gland_mask_fraction": 0.5, "gland_masks": ["/data/train01/gland.nii.gz"]}}
+    assert "real expert gland masks" in training_data({"data_description": [{"options": {}}, shaped]})["data"]
+    assert "real expert" not in training_data({"data_description": {"options": {"gland_mask_fraction": 0.0}}})["data"]
+
+
+def test_mask_options_without_the_masks_folder_are_refused(tmp_path, capsys):
+    for extra in (["--gland-mask-folds", "0"], ["--gland-mask-split", str(tmp_path / "split.json")]):
+        assert main(["phantom", "-o", str(tmp_path / "out"), *extra]) == EXIT_BAD_INPUT
+        assert "need --gland-masks DIR" in capsys.readouterr().err

@@ -199,6 +199,11 @@ class Gland:
             pert += coef * ux**i * uy**j * uz**m
         return r * (1.0 + pert)
 
+    def exit_height(self, sign: float) -> float:
+        """Gland-frame height where the urethra's centreline leaves the gland, upwards (sign +1, the bladder neck)
+        or downwards (-1, the apex)."""
+        return _bisect(lambda t: self.sdf(self.urethra_centre(np.array([t])))[0], 0.0, sign * 3.0 * self.c)
+
     def with_shape(self, shape: GlandShape | None) -> Gland:
         return self if shape is None else MaskGland(self.p, shape)
 
@@ -229,9 +234,21 @@ class MaskGland(Gland):
     def radius(self, u: np.ndarray) -> np.ndarray:
         return self.shape.radius(u, (self.a, self.b, self.c))
 
+    def exit_height(self, sign: float) -> float:
+        """A real gland's apex may be posterior to the urethra's line, which can then leave the gland, enter it
+        again and leave it for good: the outermost exit is bracketed on a 0.25 mm grid before bisecting."""
+        z = sign * np.arange(0.0, 3.0 * self.c, 0.25)
+        inside = np.flatnonzero(self.sdf(self.urethra_centre(z)) <= 0.0)
+        if len(inside) == 0:
+            raise ValueError(f"the urethra's line misses the gland of shape {self.shape.name!r}")
+        last = z[inside[-1]]
+        return _bisect(lambda t: self.sdf(self.urethra_centre(np.array([t])))[0], last, last + sign * 0.25)
+
 
 def _bisect(f, lo: float, hi: float, tol: float = 1e-9) -> float:
     flo = f(lo)
+    if (flo < 0) == (f(hi) < 0):
+        raise ValueError(f"no surface crossing between {lo:g} and {hi:g} mm: the shape is not closed around the line")
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         fm = f(mid)
@@ -250,7 +267,8 @@ class Anatomy:
     def __init__(self, params: AnatomyParameters, gland_shape: GlandShape | None = None):
         """``gland_shape``: a real gland's shape for the gland (its name must be ``params.gland_shape``)."""
         if (gland_shape.name if gland_shape else "") != params.gland_shape:
-            raise ValueError(f"gland shape {gland_shape!r} given for parameters of gland shape {params.gland_shape!r}")
+            given = gland_shape.name if gland_shape else None
+            raise ValueError(f"gland shape {given!r} given for parameters of gland shape {params.gland_shape!r}")
         self.params = p = params
         self.gland_shape = gland_shape
         self.gland = Gland(p).with_shape(gland_shape)
@@ -285,13 +303,8 @@ class Anatomy:
     # --- landmarks ---
     def _derive_landmarks(self) -> dict[str, np.ndarray]:
         g = self.gland
-        c = g.c
 
-        def along_urethra(z):
-            return g.sdf(g.urethra_centre(np.array([z])))[0]
-
-        z_bn = _bisect(along_urethra, 0.0, 3.0 * c)
-        z_apex = _bisect(along_urethra, 0.0, -3.0 * c)
+        z_bn, z_apex = g.exit_height(1.0), g.exit_height(-1.0)
         z_mid = 0.5 * (z_bn + z_apex)
         start = g.urethra_centre(np.array([z_mid]))[0]
         start[0] = 0.0  # mid-sagittal plane of the gland

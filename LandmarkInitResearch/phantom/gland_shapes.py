@@ -34,8 +34,11 @@ class GlandShape:
         """Radius of the normalised shape along unit directions v (N x 3), bilinear on the direction grid."""
         theta = np.arccos(np.clip(v[:, 2], -1.0, 1.0)) / np.pi * N_THETA - 0.5
         phi = (np.arctan2(v[:, 1], v[:, 0]) + np.pi) / (2.0 * np.pi) * N_PHI - 0.5
-        padded = np.concatenate([self.radii[:, -1:], self.radii, self.radii[:, :1]], axis=1)  # azimuth wraps round
-        return ndimage.map_coordinates(padded, [theta, phi + 1.0], order=1, mode="nearest")
+        r = self.radii
+        # beyond the first and last polar rows lie those rows half a turn round (across the pole, not along it)
+        r = np.concatenate([np.roll(r[:1], N_PHI // 2, axis=1), r, np.roll(r[-1:], N_PHI // 2, axis=1)], axis=0)
+        padded = np.concatenate([r[:, -1:], r, r[:, :1]], axis=1)  # azimuth wraps round
+        return ndimage.map_coordinates(padded, [theta + 1.0, phi + 1.0], order=1, mode="nearest")
 
     def radius(self, u: np.ndarray, semi_axes) -> np.ndarray:
         """Distance (mm) from the centre to the surface along unit directions u (N x 3) of the shape scaled to
@@ -86,4 +89,6 @@ def read_gland_shape(path: str) -> GlandShape:
     array = sitk.GetArrayFromImage(image)
     geometry = VolumeGeometry.from_sitk_image(image)
     derive_mask_landmarks(array, geometry, name=f"gland mask {path}")  # raises MaskError for an unusable mask
-    return shape_from_mask(array, geometry, Path(path).parent.name)
+    # the largest piece only, as the landmarks have it: a stray voxel would move the centroid and the extents
+    pieces = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.Cast(image > 0, sitk.sitkUInt8), True))
+    return shape_from_mask(sitk.GetArrayFromImage(pieces) == 1, geometry, Path(path).parent.name)

@@ -181,13 +181,24 @@ def training_command(cfg: dict) -> str:
     return " ".join(parts) + " --output RUN"
 
 
+def real_gland_shapes(description) -> bool:
+    """Did any training dataset (its dataset.json description, or a list of them) build glands on real masks?"""
+    entries = description if isinstance(description, list) else [description]
+    return any((d or {}).get("options", {}).get("gland_mask_fraction", 0) > 0 for d in entries if isinstance(d, dict))
+
+
 def training_data(cfg: dict) -> dict:
     """The card's plain statement of what the network was trained on, and the real cases if any."""
+    shapes = (
+        ", some glands in the shape of real expert gland masks (PROMISE12, listed in the dataset options)"
+        if real_gland_shapes(cfg.get("data_description"))
+        else ""
+    )
     if not cfg.get("real_mr"):
-        return {"data": "SYNTHETIC phantom (landmarkinit phantom), not patient data"}
+        return {"data": f"SYNTHETIC phantom (landmarkinit phantom{shapes}), not patient data"}
     return {
         "data": "REAL patient images (PROMISE12 T2 MR, research-use terms: promise12.grand-challenge.org; Litjens "
-        "et al. 2014) plus SYNTHETIC phantom data (landmarkinit phantom)",
+        f"et al. 2014) plus SYNTHETIC phantom data (landmarkinit phantom{shapes})",
         "real_mr": {
             "dataset": "PROMISE12 training set, T2-weighted prostate MR with expert gland masks, nominal geometry "
             "(about +-25 % scale); landmarks derived from the masks (LandmarkInitLib/mask_landmarks.py)",
