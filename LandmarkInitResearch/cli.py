@@ -773,7 +773,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument("--data", type=Path, help="rows: the dataset")
     p.add_argument("--output", type=Path, help="rows: the rows file to write (JSON)")
     p.add_argument("--calibration", type=Path, nargs="+", help="ship: phantom rows to choose the thresholds on")
-    p.add_argument("--held-out", type=Path, help="ship: phantom rows to measure them on")
+    p.add_argument("--held-out", type=Path, nargs="+", help="ship: phantom rows to measure them on (pooled)")
     p.add_argument("--real", type=Path, help="ship: real-MR rows (the MR detector's per-landmark flags)")
     p.add_argument("--rate", type=float, default=0.1, help="ship: stated false-alarm rate (default 0.1)")
     p.add_argument("--thresholds", type=Path, help="ship: thresholds file to write")

@@ -422,3 +422,35 @@ def test_load_thresholds_refuses_bad_files_exactly(tmp_path):
         path,
         "has schema \"landmarkinit-qa-thresholds/9\", not 'landmarkinit-qa-thresholds/2' (written by another version?)",
     )
+
+
+def test_ship_measures_each_held_out_set_and_their_pool_with_an_exact_interval(tmp_path):
+    """`evaluate-quality-flags ship` on synthetic rows: the threshold comes from the calibration rows alone; the
+    held-out figures are per file and pooled, with the exact (Clopper-Pearson) 95 % interval of the pooled rate."""
+    from scipy.stats import beta
+
+    from LandmarkInitResearch.evaluation.quality_flags import write_shipped
+
+    def rows(fres, sre=1.0):
+        other = {"disagreement_mm": 1.0, "spread_mm": 2.0, "conditioning": 0.5, "us_fan_margin_mm": 10.0}
+        return [
+            {"sre_mm": sre, "features": {"fre_mm": f, **other}, "mr": {"flags": []}, "us": {"flags": []}} for f in fres
+        ]
+
+    def save(name, data):
+        (tmp_path / name).write_text(json.dumps(data))
+        return tmp_path / name
+
+    calibration = save("cal.json", rows(np.arange(1.0, 21.0)) + rows([30.0], sre=9.0))  # one failure, FRE 30
+    a = save("a.json", rows([1.0, 2.0, 25.0, 3.0]))  # one false alarm of 4 good cases
+    b = save("b.json", rows([4.0, 22.0, 23.0, 5.0, 6.0, 7.0]) + rows([40.0], sre=7.0))  # 2 of 6, and a failure
+    write_shipped([calibration], [a, b], None, tmp_path / "qa.json", tmp_path / "report", rate=0.1)
+    shipped = json.loads((tmp_path / "qa.json").read_text())
+    assert list(shipped["thresholds"]) == ["fre_mm"] and shipped["thresholds"]["fre_mm"] < 25.0 - 1e-9
+    held = shipped["held_out"]
+    assert (held["cases"], held["failed"], held["failed_flagged"], held["good_flagged"]) == (11, 1, 1, 3)
+    low, high = beta.ppf(0.025, 3, 8), beta.ppf(0.975, 4, 7)  # Clopper-Pearson for 3 of 10
+    np.testing.assert_allclose(held["false_alarm_rate_95ci"], [low, high], rtol=1e-6)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| held out: " in report and "a.json | 0 of 0 | 1 of 4 (25%)" in report
+    assert "| held out, all | 1 of 1 | 3 of 10 (30%)" in report

@@ -6,8 +6,9 @@ chosen from it.
   the detector error, heatmap spread and global-vs-refined disagreement;
 - ``rows --kind real-mr --data PROMISE12 --output ROWS.json``: the MR detector's per-landmark error against the
   landmarks-from-mask points, with the same per-landmark evidence;
-- ``ship --calibration ROWS... --held-out ROWS --real ROWS --thresholds FILE --report-dir DIR [--rate 0.1]``:
-  thresholds chosen on the calibration rows by the stated rule, measured on the held-out rows, written with the
+- ``ship --calibration ROWS... --held-out ROWS... --real ROWS --thresholds FILE --report-dir DIR [--rate 0.1]``:
+  thresholds chosen on the calibration rows by the stated rule, measured on the held-out rows (each file and
+  pooled, the false-alarm rate with its exact 95 % interval), written with the
   report (experiments/quality_flags.json runs all of it).
 
 The rows hold errors and features only (no image, mask or coordinate), so real-MR rows may be kept outside the data
@@ -149,27 +150,43 @@ def real_mr_figures(rows, group) -> dict:
     }
 
 
+def false_alarm_interval(figures: dict) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) 95 % interval of the false-alarm rate of ``phantom_figures``."""
+    from scipy.stats import binomtest
+
+    good = figures["cases"] - figures["failed"]
+    ci = binomtest(figures["good_flagged"], max(good, 1)).proportion_ci(0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def write_shipped(
     calibration: list[Path],
-    held_out: Path,
+    held_out: list[Path],
     real: Path | None,
     thresholds_path: Path,
     report_dir: Path,
     rate: float = 0.1,
 ) -> None:
-    """Choose the thresholds on the calibration rows (phantom validation sets), measure them on the held-out rows,
-    write the thresholds file and report.md / results.json."""
+    """Choose the thresholds on the calibration rows (phantom validation sets), measure them on the held-out rows
+    (each file and pooled), write the thresholds file and report.md / results.json."""
     from LandmarkInitLib.pipeline.quality import FEATURES, QA_SCHEMA, choose_thresholds
+
+    def pct(x):
+        return "n/a" if x is None else f"{x:.0%}"
 
     def shown(path) -> str:  # relative to the folder the command runs in (the repository), when inside it
         path = Path(path).resolve()
         return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
     cal = [r for p in calibration for r in json.loads(Path(p).read_text(encoding="utf-8"))]
-    test = json.loads(Path(held_out).read_text(encoding="utf-8"))
+    held_out = [held_out] if isinstance(held_out, (str, Path)) else list(held_out)
+    test_sets = {shown(p): json.loads(Path(p).read_text(encoding="utf-8")) for p in held_out}
+    test = [r for rows in test_sets.values() for r in rows]
     bad = [r["sre_mm"] > BAD_SRE_MM for r in cal]
     thresholds, cal_fig = choose_thresholds([r["features"] for r in cal], bad, rate)
     test_fig = phantom_figures(test, thresholds)
+    test_fig["false_alarm_rate_95ci"] = false_alarm_interval(test_fig)
+    set_figs = {name: phantom_figures(rows, thresholds) for name, rows in test_sets.items()}
     cal_view = phantom_figures(cal, thresholds)  # the same figures as cal_fig, with the detectors' own flags
     per_feature = {}
     for name in FEATURES:  # each feature alone at the same rate, for the record
@@ -178,6 +195,7 @@ def write_shipped(
     real_rows = json.loads(Path(real).read_text(encoding="utf-8")) if real else []
     real_fig = {g: real_mr_figures(real_rows, g) for g in ("cross_validation", "held_out_test")} if real_rows else None
     cal_names = ", ".join(shown(p) for p in calibration)
+    test_names = ", ".join(test_sets)
     doc = {
         "schema": QA_SCHEMA,
         "thresholds": thresholds,
@@ -196,7 +214,7 @@ def write_shipped(
             "failed_cases": cal_fig["failed"],
         },
         "calibration_figures": cal_fig,
-        "held_out": {"data": f"SYNTHETIC phantom held-out test cases ({shown(held_out)})", **test_fig},
+        "held_out": {"data": f"SYNTHETIC phantom held-out test cases ({test_names})", **test_fig},
         "report": "docs/results/quality-flags/report.md",
     }
     thresholds_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
@@ -205,9 +223,6 @@ def write_shipped(
         json.dumps({"shipped": doc, "per_feature": per_feature, "real_mr": real_fig}, indent=1) + "\n",
         encoding="utf-8",
     )
-
-    def pct(x):
-        return "n/a" if x is None else f"{x:.0%}"
 
     lines = [
         "# Quality flags calibrated on evidence",
@@ -220,8 +235,10 @@ def write_shipped(
         f"Failed initialization: detected-landmark SRE > {BAD_SRE_MM:g} mm. Stated false-alarm rate: {rate:.0%} "
         "(expected share of good cases flagged on new cases). Rule: " + doc["rule"] + ".",
         "",
-        f"Calibration: {cal_names} ({cal_fig['cases']} cases, {cal_fig['failed']} failed). Held out: {shown(held_out)} "
-        f"({test_fig['cases']} cases, {test_fig['failed']} failed), never used for choosing.",
+        f"Calibration: {cal_names} ({cal_fig['cases']} cases, {cal_fig['failed']} failed). Held out: {test_names} "
+        f"({test_fig['cases']} cases, {test_fig['failed']} failed), never used for choosing. False alarms on all "
+        f"held-out cases: {pct(test_fig['false_alarm_rate'])}, exact 95 % interval "
+        f"{pct(test_fig['false_alarm_rate_95ci'][0])}-{pct(test_fig['false_alarm_rate_95ci'][1])}.",
         "",
         "## Shipped: "
         + ", ".join(f"{n} {'>' if FEATURES[n][0] == 'high' else '<'} {v:.3g}" for n, v in thresholds.items()),
@@ -233,7 +250,11 @@ def write_shipped(
             f"| {name} | {f['failed_flagged']} of {f['failed']} | {f['good_flagged']} of {f['cases'] - f['failed']} "
             f"({pct(f['false_alarm_rate'])}) | {f['failed_reviewed']} of {f['failed']} / {f['good_reviewed']} of "
             f"{f['cases'] - f['failed']} ({pct(f['good_reviewed'] / max(f['cases'] - f['failed'], 1))}) |"
-            for name, f in (("calibration", cal_view), ("held out", test_fig))
+            for name, f in (
+                ("calibration", cal_view),
+                *((f"held out: {n}", f) for n, f in set_figs.items() if len(set_figs) > 1),
+                ("held out" + (", all" if len(set_figs) > 1 else ""), test_fig),
+            )
         ),
         "",
         "The detectors' own flags (a point outside the volume, a global-stage heatmap spread beyond its card's "
