@@ -179,7 +179,6 @@ def write_shipped(
         return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
     cal = [r for p in calibration for r in json.loads(Path(p).read_text(encoding="utf-8"))]
-    held_out = [held_out] if isinstance(held_out, (str, Path)) else list(held_out)
     test_sets = {shown(p): json.loads(Path(p).read_text(encoding="utf-8")) for p in held_out}
     test = [r for rows in test_sets.values() for r in rows]
     bad = [r["sre_mm"] > BAD_SRE_MM for r in cal]

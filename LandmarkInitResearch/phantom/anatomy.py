@@ -202,7 +202,11 @@ class Gland:
     def exit_height(self, sign: float) -> float:
         """Gland-frame height where the urethra's centreline leaves the gland, upwards (sign +1, the bladder neck)
         or downwards (-1, the apex)."""
-        return _bisect(lambda t: self.sdf(self.urethra_centre(np.array([t])))[0], 0.0, sign * 3.0 * self.c)
+        return _bisect(self.sdf_on_urethra, 0.0, sign * 3.0 * self.c)
+
+    def sdf_on_urethra(self, z: float) -> float:
+        """Signed distance of the urethra's centreline point at gland-frame height z."""
+        return self.sdf(self.urethra_centre(np.array([z])))[0]
 
     def with_shape(self, shape: GlandShape | None) -> Gland:
         return self if shape is None else MaskGland(self.p, shape)
@@ -242,7 +246,7 @@ class MaskGland(Gland):
         if len(inside) == 0:
             raise ValueError(f"the urethra's line misses the gland of shape {self.shape.name!r}")
         last = z[inside[-1]]
-        return _bisect(lambda t: self.sdf(self.urethra_centre(np.array([t])))[0], last, last + sign * 0.25)
+        return _bisect(self.sdf_on_urethra, last, last + sign * 0.25)
 
 
 def _bisect(f, lo: float, hi: float, tol: float = 1e-9) -> float:

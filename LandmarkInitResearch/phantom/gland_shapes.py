@@ -13,7 +13,7 @@ quite star-shaped from its centroid is filled rather than cut.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +34,15 @@ class GlandShape:
         """Radius of the normalised shape along unit directions v (N x 3), bilinear on the direction grid."""
         theta = np.arccos(np.clip(v[:, 2], -1.0, 1.0)) / np.pi * N_THETA - 0.5
         phi = (np.arctan2(v[:, 1], v[:, 0]) + np.pi) / (2.0 * np.pi) * N_PHI - 0.5
+        return ndimage.map_coordinates(self._padded, [theta + 1.0, phi + 1.0], order=1, mode="nearest")
+
+    @cached_property
+    def _padded(self) -> np.ndarray:
+        """The radii with one more row and column on each side, built once: interpolation across the edges."""
         r = self.radii
         # beyond the first and last polar rows lie those rows half a turn round (across the pole, not along it)
         r = np.concatenate([np.roll(r[:1], N_PHI // 2, axis=1), r, np.roll(r[-1:], N_PHI // 2, axis=1)], axis=0)
-        padded = np.concatenate([r[:, -1:], r, r[:, :1]], axis=1)  # azimuth wraps round
-        return ndimage.map_coordinates(padded, [theta + 1.0, phi + 1.0], order=1, mode="nearest")
+        return np.concatenate([r[:, -1:], r, r[:, :1]], axis=1)  # azimuth wraps round
 
     def radius(self, u: np.ndarray, semi_axes) -> np.ndarray:
         """Distance (mm) from the centre to the surface along unit directions u (N x 3) of the shape scaled to
