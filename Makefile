@@ -73,7 +73,8 @@ robustness: setup
 # cases read from $(PROMISE12) and never written to the repository, fine-tuning with domain randomization, export,
 # two-stage card, old-vs-new evaluation) runs in build/mr_detector (docs/research.md). It fine-tunes the networks of
 # commit $(MODELS_BASE) (release 0.1, extracted to build/mr_detector/base; the cards record their checksums and their
-# own training chain). The finished models are copied by hand to Resources/Models. The shipped US detector is still
+# own training chain). The finished models are copied by hand to Resources/Models, and the ONNX files of the MR local
+# networks made int8 there (`landmarkinit quantize-onnx`, docs/results/quantization). The shipped US detector is still
 # release 0.1's (its cards record how it was trained); experiments/us_detector.json, a candidate that was not
 # shipped, runs with `landmarkinit experiment` alone.
 MODELS_BASE := 7c4e1de
@@ -84,6 +85,16 @@ models: setup
 	git archive $(MODELS_BASE) Resources/Models | tar -x -C build/mr_detector/base
 	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/mr_detector.json --work-dir build/mr_detector \
 	    --set promise12=$(PROMISE12)
+
+# int8 ONNX local networks of the shipped MR detector against its float ONNX files (commit $(FLOAT_MODELS), extracted
+# to build/quantization/float): LandmarkInitResearch/experiments/quantization.json, reports in docs/results/quantization/.
+FLOAT_MODELS := ff204d1
+.PHONY: quantization
+quantization: setup
+	mkdir -p build/quantization/float
+	git archive $(FLOAT_MODELS) Resources/Models | tar -x -C build/quantization/float
+	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/quantization.json \
+	    --work-dir build/quantization --set promise12=$(PROMISE12)
 
 # Site adaptation (issue 23): LandmarkInitResearch/experiments/site_adaptation.json in build/site_adaptation; the
 # MR learning curve starts from the release-0.1 MR detector (extracted to build/site_adaptation/base), which never saw

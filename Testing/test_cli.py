@@ -22,6 +22,7 @@ RESEARCH = [
     "train",
     "export",
     "two-stage",
+    "quantize-onnx",
     "evaluate-detectors",
     "evaluate-robustness",
     "evaluate-real-mr",

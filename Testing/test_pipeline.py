@@ -408,11 +408,12 @@ def test_model_info_lists_every_weights_file_of_the_card():
         "backend": "torchscript",
         "postprocessing": two_stage["postprocessing"],
         "weights": [
-            {"card": name, "file": f["path"], "sha256": f["sha256"]}
+            {"card": name, "file": f["path"], "sha256": f["sha256"], **({"int8": True} if "quantization" in f else {})}
             for name, files in stage_files.items()
             for f in files.values()
         ],
     }
+    assert sum(w.get("int8", False) for w in info["weights"]) == 2  # the shipped MR local networks' ONNX files
     single = json.loads((models / "mr_landmarks_dsnt-dist.json").read_text())
     info = _model_info(open_detector(models / "mr_landmarks_dsnt-dist.json"))
     assert info["weights"] == [

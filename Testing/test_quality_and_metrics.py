@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -438,26 +439,54 @@ def test_ship_measures_each_held_out_set_and_their_pool_with_an_exact_interval(t
 
     from LandmarkInitResearch.evaluation.quality_flags import write_shipped
 
-    def rows(fres, sre=1.0):
+    def rows(fres, sre=1.0, flags=()):
         other = {"disagreement_mm": 1.0, "spread_mm": 2.0, "conditioning": 0.5, "us_fan_margin_mm": 10.0}
         return [
-            {"sre_mm": sre, "features": {"fre_mm": f, **other}, "mr": {"flags": []}, "us": {"flags": []}} for f in fres
+            {
+                "case": f"case_{round(f)}",
+                "sre_mm": sre,
+                "gt_landmark_sre_mm": sre / 2,
+                "features": {"fre_mm": f, **other},
+                "mr": {"flags": []},
+                "us": {"flags": list(flags)},
+            }
+            for f in fres
         ]
 
     def save(name, data):
         (tmp_path / name).write_text(json.dumps(data))
         return tmp_path / name
 
-    calibration = save("cal.json", rows(np.arange(1.0, 21.0)) + rows([30.0], sre=9.0))  # one failure, FRE 30
+    calibration = save("cal.json", rows(np.arange(1.0, 11.0)) + rows([30.0], sre=9.0))  # one failure, FRE 30
+    calibration2 = save("cal2.json", rows(np.arange(11.0, 21.0)))  # the same 20 good cases in two files
     a = save("a.json", rows([1.0, 2.0, 25.0, 3.0]))  # one false alarm of 4 good cases
-    b = save("b.json", rows([4.0, 22.0, 23.0, 5.0, 6.0, 7.0]) + rows([40.0], sre=7.0))  # 2 of 6, and a failure
-    write_shipped([calibration], [a, b], None, tmp_path / "qa.json", tmp_path / "report", rate=0.1)
+    b = save(
+        "b.json",
+        rows([4.0, 22.0, 23.0, 5.0, 6.0, 7.0])  # 2 of 6 flagged
+        + rows([40.0], sre=7.0)  # a failure the threshold flags
+        + rows([8.0], sre=6.0, flags=["apex: detected outside the volume"]),  # one only the detector flags
+    )
+    write_shipped([calibration, calibration2], [a, b], None, tmp_path / "qa.json", tmp_path / "report", rate=0.1)
     shipped = json.loads((tmp_path / "qa.json").read_text())
     assert list(shipped["thresholds"]) == ["fre_mm"] and shipped["thresholds"]["fre_mm"] < 25.0 - 1e-9
     held = shipped["held_out"]
-    assert (held["cases"], held["failed"], held["failed_flagged"], held["good_flagged"]) == (11, 1, 1, 3)
+    assert (held["cases"], held["failed"], held["failed_flagged"], held["good_flagged"]) == (12, 2, 1, 3)
+    assert (held["failed_reviewed"], held["good_reviewed"]) == (2, 3)
     low, high = beta.ppf(0.025, 3, 8), beta.ppf(0.975, 4, 7)  # Clopper-Pearson for 3 of 10
     np.testing.assert_allclose(held["false_alarm_rate_95ci"], [low, high], rtol=1e-6)
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| held out: " in report and "a.json | 0 of 0 | 1 of 4 (25%)" in report
-    assert "| held out, all | 1 of 1 | 3 of 10 (30%)" in report
+    assert "| held out, all | 1 of 2 | 3 of 10 (30%) | 2 of 2 / 3 of 10 (30%) |" in report
+    # the threshold (19) is from both calibration files pooled; each is reported apart, then all of them
+    assert "cal.json | 1 of 1 | 0 of 10 (0%) |" in report and "cal2.json | 0 of 0 | 1 of 10 (10%) |" in report
+    assert "| calibration, all | 1 of 1 | 1 of 20 (5%) |" in report
+    # every failure listed once, calibration first, with its true-landmark SRE and what flagged it
+    failures = json.loads((tmp_path / "report" / "results.json").read_text())["failed_cases"]
+    assert [(Path(f["set"]).name, f["case"], f["sre_mm"], f["true_landmark_sre_mm"]) for f in failures] == [
+        ("cal.json", "case_30", 9.0, 4.5),
+        ("b.json", "case_40", 7.0, 3.5),
+        ("b.json", "case_8", 6.0, 3.0),
+    ]
+    assert [f["by_thresholds"] for f in failures] == [True, True, False]
+    assert failures[2]["detector_flags"] == ["apex: detected outside the volume"]
+    assert "| case_8 | 6.00 | 3.00 | 8.00 | no | apex: detected outside the volume |" in report

@@ -76,14 +76,23 @@ def test_shipped_models_find_the_sample_case_landmarks(modality):
 @pytest.mark.parametrize("modality", ["mr", "us"])
 def test_shipped_onnx_and_torchscript_backends_give_the_same_points(modality):
     """The ONNX files are exported with another convolution layout than the TorchScript files (training/export.py,
-    fold_depth); both must still be the same model: the same points on the sample case to 1e-3 mm."""
+    fold_depth); both must still be the same model: the same points on the sample case to 1e-3 mm. Where a local
+    network's ONNX file is int8 (training/quantize.py), points and spreads may differ by up to twice what its card
+    records as measured on its check cases; the global stage is float in both."""
     pytest.importorskip("torch")
     path = sample_case_dir() / f"{modality}.nrrd"
-    onnx, torchscript = (open_detector(default_model_card(modality), b).detect_file(path) for b in BACKENDS)
+    card = load_card(default_model_card(modality))
+    records = [r for c in card.stage_cards("local") if (r := c.data["files"]["onnx"].get("quantization"))]
+    # twice the largest difference the cards record on their check cases: the ensemble averages its members
+    points_atol = 2 * max([r["points_max_mm"] for r in records] + [5e-4])
+    spread_atol = 2 * max([r["spread_max_mm"] for r in records] + [5e-4])
+    onnx, torchscript = (open_detector(card, b).detect_file(path) for b in BACKENDS)
     assert (onnx.backend, torchscript.backend) == BACKENDS
-    np.testing.assert_allclose(onnx.points_ras, torchscript.points_ras, atol=1e-3)
+    np.testing.assert_allclose(onnx.points_ras, torchscript.points_ras, atol=points_atol)
     np.testing.assert_allclose(onnx.global_points_ras, torchscript.global_points_ras, atol=1e-3)
-    np.testing.assert_allclose(onnx.spread_mm, torchscript.spread_mm, atol=1e-3)
+    np.testing.assert_allclose(onnx.spread_mm, torchscript.spread_mm, atol=spread_atol)
+    if any(records):  # the int8 networks really run on the ONNX path
+        assert not np.allclose(onnx.points_ras, torchscript.points_ras, atol=1e-4)
 
 
 def test_ensemble_members_on_one_grid_resample_the_patches_once(monkeypatch):

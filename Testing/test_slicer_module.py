@@ -315,13 +315,14 @@ def test_onnxruntime_is_installed_only_with_consent():
         ensure_inference_runtime(ask(True), install, preferred="cuda")
 
 
-def test_torchscript_is_chosen_when_torch_is_present_and_needs_no_install():
+def test_onnx_is_preferred_and_torchscript_runs_when_only_torch_is_present_with_no_install():
     from LandmarkInitLib.dependencies import ensure_inference_runtime, is_available
 
     if not is_available("torch"):
         pytest.skip("torch not installed")
     never = lambda *a: pytest.fail("nothing should be asked or installed")  # noqa: E731
     assert ensure_inference_runtime(never, never, module="landmarkinit_missing_runtime") == "torchscript"
+    assert ensure_inference_runtime(never, never) == "onnx"  # with onnxruntime there too, the fast path
 
 
 def test_module_and_slicer_side_library_compile_on_slicers_python_312():

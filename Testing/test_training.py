@@ -220,7 +220,12 @@ def test_export_runtime_backends_agree_and_points_are_in_ras(smoke_run, tiny_dat
     ts = LandmarkDetector(card, "torchscript").detect_file(volume)
     np.testing.assert_allclose(onnx.points_ras, ts.points_ras, atol=1e-3)
     assert onnx.backend == "onnx" and ts.backend == "torchscript"
-    assert LandmarkDetector(card, "auto").backend == "torchscript"  # torch is installed here
+    assert LandmarkDetector(card, "auto").backend == "onnx"  # both runtimes are installed here: the fast path
+    from LandmarkInitLib.detection import detectors
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "onnxruntime", None)  # Python's own way of saying "not importable"
+        assert detectors.auto_backend(card) == "torchscript"  # torch, without installing anything
     # the runtime's RAS output equals the network's grid-mm output mapped through the grid geometry by hand
     from LandmarkInitLib.detection.preprocess import prepare_input
     from LandmarkInitLib.geometry import VolumeGeometry

@@ -80,6 +80,7 @@ def real_mr_lines(training: dict) -> list[str]:
 def stage_section(card) -> list[str]:
     d, t, qa = card.data, card.data.get("training", {}), card.data.get("qa", {})
     grid, network, val = d["input_grid"], d.get("network", {}), d.get("validation", {})
+    quantized = d["files"]["onnx"].get("quantization")
     lines = [
         f"### {card.path.name}",
         "",
@@ -103,13 +104,29 @@ def stage_section(card) -> list[str]:
         + (f", patches up to {t['max_offset_mm']:g} mm from the landmark" if "max_offset_mm" in t else "")
         + ".",
         *training_chain(t),
-        f"- Validation MRE of the exported ONNX model: {val.get('onnx_mre_mm', float('nan')):.2f} mm on "
+        f"- Validation MRE of the exported {'(float) ' if quantized else ''}ONNX model: "
+        f"{val.get('onnx_mre_mm', float('nan')):.2f} mm on "
         f"{val.get('cases')} cases (`{val.get('data')}`); spread limit for the detection flags "
         f"{qa.get('spread_limit_mm', float('nan')):.2f} mm ({qa.get('spread_limit_rule', '')}).",
         "- Files: "
         + ", ".join(f"`{f['path']}` (sha256 {f['sha256'][:12]}...)" for f in d["files"].values())
         + "; ONNX and TorchScript agree with eager torch to "
-        + f"{max(d.get('export', {}).get('max_abs_diff_mm', {'-': float('nan')}).values()):.1g} mm.",
+        + f"{max(d.get('export', {}).get('max_abs_diff_mm', {'-': float('nan')}).values()):.1g} mm"
+        + (" as exported." if quantized else "."),
+        *(
+            [
+                f"- **The ONNX file is int8** (`landmarkinit quantize-onnx`, training/quantize.py): convolution "
+                f"weights {quantized['weights']}, their inputs {quantized['activations']}; everything else float. "
+                f"Calibration: {quantized['calibration']}. Its points differ from the float network's by "
+                f"{quantized['points_p95_mm']:.2f} mm (95th percentile) and {quantized['points_max_mm']:.2f} mm at "
+                f"most, its spreads by {quantized['spread_max_mm']:.2f} mm at most, on "
+                f"{quantized['check'].removesuffix(': difference from the float network')}. The validation figures "
+                "and spread limit above are the float network's; the TorchScript file is the float network (float "
+                f"ONNX sha256 {quantized['float_onnx_sha256'][:12]}...).",
+            ]
+            if quantized
+            else []
+        ),
         "",
     ]
     return lines

@@ -2,8 +2,8 @@
 
 Slicer bundles numpy, vtk and SimpleITK but not onnxruntime. It is installed on first use, never at import time,
 and only after the user agreed; a declined or failed install leaves the module working (it says what is missing).
-TorchScript models run instead when torch is present (e.g. from Slicer's PyTorch extension), so no install is
-needed there.
+ONNX Runtime is the fast path (int8 local networks for MR: docs/results/quantization); when it is missing but torch
+is present (e.g. from Slicer's PyTorch extension), the TorchScript files run instead and nothing is installed.
 """
 
 from __future__ import annotations
@@ -42,15 +42,18 @@ def ensure_inference_runtime(
 ) -> str:
     """Return the backend to run ("torchscript" or "onnx"), installing onnxruntime if needed and agreed.
 
-    ``preferred``: "auto" (TorchScript when torch is importable, else ONNX), "onnx" or "torchscript".
+    ``preferred``: "auto" (ONNX when onnxruntime is importable, else TorchScript when torch is, else ONNX after
+    installing onnxruntime), "onnx" or "torchscript".
     ``ask_consent(question)`` shows the question and returns True to install; ``install(requirement)`` installs
     (in Slicer: slicer.packaging.pip_ensure / slicer.util.pip_install). Raises DependencyError with a message
     for the user when nothing can run.
     """
     if preferred not in ("auto", "onnx", "torchscript"):
         raise LandmarkInitError(f"unknown backend {preferred!r}: use auto, onnx or torchscript")
+    if preferred == "auto" and is_available(module):
+        return "onnx"
     if preferred in ("auto", "torchscript") and is_available("torch"):
-        return "torchscript"
+        return "torchscript"  # nothing to install
     if preferred == "torchscript":
         raise DependencyError("the TorchScript backend needs torch (Slicer's PyTorch extension); choose ONNX instead")
     if is_available(module):

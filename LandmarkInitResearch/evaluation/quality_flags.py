@@ -125,6 +125,26 @@ def phantom_figures(rows, thresholds) -> dict:
     }
 
 
+def failed_cases(sets: dict, thresholds) -> list[dict]:
+    """Every failed initialization of the named row sets: its SRE, the SRE the same rigid fit gives with the true
+    landmarks (what no landmark-based flag can see: the gland's deformation beyond a rigid motion), and what flagged
+    it."""
+    return [
+        {
+            "set": name,
+            "case": r["case"],
+            "sre_mm": r["sre_mm"],
+            "true_landmark_sre_mm": r["gt_landmark_sre_mm"],
+            "fre_mm": r["features"]["fre_mm"],
+            "by_thresholds": _flagged(r["features"], thresholds),
+            "detector_flags": [*r["mr"]["flags"], *r["us"]["flags"]],
+        }
+        for name, rows in sets.items()
+        for r in rows
+        if r["sre_mm"] > BAD_SRE_MM
+    ]
+
+
 def real_mr_figures(rows, group) -> dict:
     from LandmarkInitResearch.evaluation.real_mr import landmark_flagged
 
@@ -178,7 +198,8 @@ def write_shipped(
         path = Path(path).resolve()
         return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
-    cal = [r for p in calibration for r in json.loads(Path(p).read_text(encoding="utf-8"))]
+    cal_sets = {shown(p): json.loads(Path(p).read_text(encoding="utf-8")) for p in calibration}
+    cal = [r for rows in cal_sets.values() for r in rows]
     test_sets = {shown(p): json.loads(Path(p).read_text(encoding="utf-8")) for p in held_out}
     test = [r for rows in test_sets.values() for r in rows]
     bad = [r["sre_mm"] > BAD_SRE_MM for r in cal]
@@ -187,13 +208,15 @@ def write_shipped(
     test_fig["false_alarm_rate_95ci"] = false_alarm_interval(test_fig)
     set_figs = {name: phantom_figures(rows, thresholds) for name, rows in test_sets.items()}
     cal_view = phantom_figures(cal, thresholds)  # the same figures as cal_fig, with the detectors' own flags
+    set_cal_figs = {name: phantom_figures(rows, thresholds) for name, rows in cal_sets.items()}
+    failures = failed_cases({**cal_sets, **test_sets}, thresholds)
     per_feature = {}
     for name in FEATURES:  # each feature alone at the same rate, for the record
         alone, fig = choose_thresholds([r["features"] for r in cal], bad, rate, candidates=[name])
         per_feature[name] = {"threshold": alone[name], "calibration": fig, "held_out": phantom_figures(test, alone)}
     real_rows = json.loads(Path(real).read_text(encoding="utf-8")) if real else []
     real_fig = {g: real_mr_figures(real_rows, g) for g in ("cross_validation", "held_out_test")} if real_rows else None
-    cal_names = ", ".join(shown(p) for p in calibration)
+    cal_names = ", ".join(cal_sets)
     test_names = ", ".join(test_sets)
     doc = {
         "schema": QA_SCHEMA,
@@ -219,7 +242,10 @@ def write_shipped(
     thresholds_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "results.json").write_text(
-        json.dumps({"shipped": doc, "per_feature": per_feature, "real_mr": real_fig}, indent=1) + "\n",
+        json.dumps(
+            {"shipped": doc, "per_feature": per_feature, "failed_cases": failures, "real_mr": real_fig}, indent=1
+        )
+        + "\n",
         encoding="utf-8",
     )
 
@@ -250,7 +276,8 @@ def write_shipped(
             f"({pct(f['false_alarm_rate'])}) | {f['failed_reviewed']} of {f['failed']} / {f['good_reviewed']} of "
             f"{f['cases'] - f['failed']} ({pct(f['good_reviewed'] / max(f['cases'] - f['failed'], 1))}) |"
             for name, f in (
-                ("calibration", cal_view),
+                *((f"calibration: {n}", f) for n, f in set_cal_figs.items() if len(set_cal_figs) > 1),
+                ("calibration" + (", all" if len(set_cal_figs) > 1 else ""), cal_view),
                 *((f"held out: {n}", f) for n, f in set_figs.items() if len(set_figs) > 1),
                 ("held out" + (", all" if len(set_figs) > 1 else ""), test_fig),
             )
@@ -258,6 +285,21 @@ def write_shipped(
         "",
         "The detectors' own flags (a point outside the volume, a global-stage heatmap spread beyond its card's "
         "limit, an ambiguous US orientation) also send a case to review; they are not chosen by this rule.",
+        "",
+        "## Every failed initialization",
+        "",
+        "The SRE with the true landmarks is what the same rigid fit gives when every landmark is exactly right: the "
+        "gland's deformation between MR and US beyond a rigid motion. A failure that is mostly this part has "
+        "correct landmarks, so no landmark-based flag can see it.",
+        "",
+        "| set | case | SRE (mm) | SRE with the true landmarks (mm) | FRE (mm) | flagged by the thresholds | "
+        "the detectors' own flags |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {f['set']} | {f['case']} | {f['sre_mm']:.2f} | {f['true_landmark_sre_mm']:.2f} | {f['fre_mm']:.2f} | "
+            f"{'yes' if f['by_thresholds'] else 'no'} | {'; '.join(f['detector_flags']) or 'none'} |"
+            for f in failures
+        ),
         "",
         f"## Each feature alone (threshold for {rate:.0%})",
         "",

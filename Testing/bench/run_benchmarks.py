@@ -124,8 +124,11 @@ def compare_backends(card, volume, repeats: int) -> str:
     TorchScript's median time over ONNX's."""
     r = run_bench_detection(card, volume, "compare", repeats)
     ratio = r["torchscript_over_onnx"]
+    int8 = any("quantization" in c.data["files"]["onnx"] for c in card.stage_cards("local"))
     return (
-        f"| two-stage detection {card.modality.upper()}, {card.name}: TorchScript time / ONNX time, both in one "
+        f"| two-stage detection {card.modality.upper()}, {card.name}"
+        + (" (int8 ONNX local networks, float TorchScript: docs/results/quantization)" if int8 else "")
+        + ": TorchScript time / ONNX time, both in one "
         f"process, runs interleaved (median ONNX {1000 * r['onnx_median_s']:.1f} ms, TorchScript "
         f"{1000 * r['torchscript_median_s']:.1f} ms) | {r['n']} | {ratio:.2f} | - | x | >= {ONNX_SPEEDUP_TARGET:g}x | "
         f"{'met' if ratio >= ONNX_SPEEDUP_TARGET else 'NOT met'} |"

@@ -57,7 +57,7 @@ class LandmarkInitApp(TrameApp):
         self.views = AppViews(self.slicer_app.view_manager)
         self.views.resize_listeners.append(lambda: self.center_on(self.state.focus or "apex"))
         self.detectors = detectors
-        self.backend = backend  # "auto": TorchScript when torch is installed, else ONNX
+        self.backend = backend  # "auto": ONNX when onnxruntime is installed, else TorchScript when torch is
         self.threads = threads
         self.models_folder = models_folder_or_none(models)  # the folder self.detectors were opened with
         self.volumes = {"mr": None, "us": None}

@@ -44,8 +44,8 @@ def runtime(default_backend: str = "onnx", default_threads: int | None = None) -
         "--backend",
         choices=BACKEND_CHOICES,
         default=default_backend,
-        help=f"onnx (onnxruntime), torchscript (needs torch), or auto: TorchScript when torch is installed, else "
-        f"ONNX (default {default_backend})",
+        help=f"onnx (onnxruntime), torchscript (needs torch), or auto: ONNX when onnxruntime is installed, else "
+        f"TorchScript when torch is (default {default_backend})",
     )
     _add_threads(g, default_threads)
     return p

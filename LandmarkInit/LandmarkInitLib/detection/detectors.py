@@ -4,9 +4,9 @@ Detectors: LandmarkDetector (one whole-volume network), TwoStageDetector (a glob
 refinement: LocalRefiner, or LocalEnsemble of several); open_detector() picks the one a card describes.
 
 Backends: onnxruntime (default, what Slicer users get) or TorchScript (when torch is importable, e.g. from
-Slicer's PyTorch extension). ``backend="auto"`` prefers TorchScript when torch is present and the card has a
-TorchScript file, else ONNX; the result says which ran. Weights are checksum-verified before loading; nothing
-is unpickled.
+Slicer's PyTorch extension). ``backend="auto"`` prefers ONNX, the fast path, and takes TorchScript only when
+onnxruntime is not importable but torch is and the card has a TorchScript file; the result says which ran.
+Weights are checksum-verified before loading; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -78,6 +78,16 @@ class Detection:
         )
 
 
+def auto_backend(card: ModelCard) -> str:
+    """ "auto": ONNX when onnxruntime is importable (the fast path); else TorchScript when torch is and the card has
+    a TorchScript file; else ONNX (whose absence the session then reports)."""
+    from LandmarkInitLib.dependencies import is_available
+
+    if is_available("onnxruntime"):
+        return "onnx"
+    return "torchscript" if torch_available() and "torchscript" in card.data["files"] else "onnx"
+
+
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
@@ -91,7 +101,7 @@ class NetworkSession:
 
     def __init__(self, card: ModelCard, backend: str = "onnx", threads: int | None = None):
         if backend == "auto":
-            backend = "torchscript" if torch_available() and "torchscript" in card.data["files"] else "onnx"
+            backend = auto_backend(card)
         if backend not in BACKENDS:
             raise ModelCardError(f"unknown backend {backend!r}: use onnx, torchscript or auto")
         self.card, self.backend = card, backend

@@ -120,6 +120,17 @@ def model_identity(card: ModelCard) -> dict:
     return {"name": card.name, "card_sha256": sha256_of(card.path), "folder": card_origin(card)}
 
 
+def model_weights(card: ModelCard) -> list[dict]:
+    """Every weights file behind a card (both stages of a two-stage card): its card, file and sha256, int8 ONNX
+    files marked, as report.json records them."""
+    cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
+    return [
+        {"card": c.name, "file": f["path"], "sha256": f["sha256"]} | ({"int8": True} if "quantization" in f else {})
+        for c in cards
+        for f in c.data["files"].values()
+    ]
+
+
 def describe_model(modality: str, identity: dict) -> str:
     """One line for a status: "MR model: <name> (shipped, card sha256 0123456789ab)"."""
     where = "shipped" if identity["folder"] == SHIPPED else f"from {identity['folder']}"

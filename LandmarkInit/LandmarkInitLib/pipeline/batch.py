@@ -119,17 +119,13 @@ def _model_now(options: RunOptions, modality: str) -> dict:
     """The model a case would run now, as report.json's ``models`` records it (pipeline.run._model_info): the
     weights files behind the card, the card file's sha256 and the folder it comes from."""
     from LandmarkInitLib.detection.model_card import load_card
-    from LandmarkInitLib.detection.models_folder import model_identity, resolve_cards
+    from LandmarkInitLib.detection.models_folder import model_identity, model_weights, resolve_cards
     from LandmarkInitLib.resources import default_model_card
 
     card = load_card(
         resolve_cards(options.models, options.mr_model, options.us_model)[modality] or default_model_card(modality)
     )
-    cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
-    weights = [
-        {"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()
-    ]
-    return {"weights": weights, **model_identity(card)}
+    return {"weights": model_weights(card), **model_identity(card)}
 
 
 def _same_model(earlier: dict, now: dict) -> bool:

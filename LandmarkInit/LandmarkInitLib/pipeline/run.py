@@ -63,20 +63,17 @@ def check_output_dir(output_dir: Path, force: bool, inputs=None) -> None:
 
 def _model_info(detector) -> dict:
     """Which models ran: card (its name, the sha256 of the card file, the folder it came from: "shipped" or a models
-    folder), method, and the sha256 of every weights file behind it (both stages)."""
-    from LandmarkInitLib.detection.models_folder import model_identity
+    folder), method, and the sha256 of every weights file behind it (both stages), int8 ONNX files marked."""
+    from LandmarkInitLib.detection.models_folder import model_identity, model_weights
 
     card = detector.card
-    cards = card.stage_cards("global") + card.stage_cards("local") if card.stage == "two-stage" else [card]
     return {
         "card": str(card.path),
         **model_identity(card),
         "method": card.data.get("method"),
         "backend": detector.backend,
         "postprocessing": card.postprocessing,
-        "weights": [
-            {"card": c.name, "file": f["path"], "sha256": f["sha256"]} for c in cards for f in c.data["files"].values()
-        ],
+        "weights": model_weights(card),
     }
 
 
