@@ -697,17 +697,19 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p = command(
         "quantize-onnx",
         "int8 ONNX files for the local networks of a two-stage card (faster on CPU)",
-        "Quantize the ONNX file of every local card of CARD in place: convolution weights int8 per channel, their "
-        "inputs uint8 with ranges calibrated on the patches CARD feeds each network on the first --cases cases of "
-        "DATA; the file is replaced only if, on the next --check-cases cases, the int8 network's points stay within "
-        "--tolerance-mm of the float network's. The cards record the float file's checksum, the data and the "
-        "differences. The TorchScript files stay float (training/quantize.py).",
+        "Quantize the ONNX file of every local card of CARD in place: convolution weights int8 (7 bits) per "
+        "channel, their inputs uint8 with ranges calibrated on the patches CARD feeds each network on the first "
+        "--cases cases of DATA; the files are replaced only if, on the next --check-cases cases, every int8 "
+        "network's points and spreads stay within --tolerance-mm of the float network's. The cards record the float "
+        "file's checksum, the data and the differences. The TorchScript files stay float (training/quantize.py).",
     )
     p.add_argument("card", type=Path, help="two-stage model card")
     p.add_argument("--data", required=True, type=Path, help="dataset of cases of the card's modality (phantom layout)")
     p.add_argument("--cases", type=shared.positive_int, default=10, help="calibration cases (default 10)")
     p.add_argument("--check-cases", type=shared.positive_int, default=5, help="check cases (default 5)")
-    p.add_argument("--tolerance-mm", type=float, default=0.5, help="largest point difference allowed (default 0.5 mm)")
+    p.add_argument(
+        "--tolerance-mm", type=float, default=0.5, help="largest point or spread difference allowed (default 0.5 mm)"
+    )
     p.set_defaults(func=cmd_quantize_onnx)
 
     p = command(

@@ -82,7 +82,7 @@ def test_shipped_onnx_and_torchscript_backends_give_the_same_points(modality):
     pytest.importorskip("torch")
     path = sample_case_dir() / f"{modality}.nrrd"
     card = load_card(default_model_card(modality))
-    records = [r for c in card.stage_cards("local") if (r := c.data["files"]["onnx"].get("quantization"))]
+    records = [c.onnx_quantization for c in card.stage_cards("local") if c.onnx_quantization]
     # twice the largest difference the cards record on their check cases: the ensemble averages its members
     points_atol = 2 * max([r["points_max_mm"] for r in records] + [5e-4])
     spread_atol = 2 * max([r["spread_max_mm"] for r in records] + [5e-4])

@@ -80,7 +80,7 @@ def real_mr_lines(training: dict) -> list[str]:
 def stage_section(card) -> list[str]:
     d, t, qa = card.data, card.data.get("training", {}), card.data.get("qa", {})
     grid, network, val = d["input_grid"], d.get("network", {}), d.get("validation", {})
-    quantized = d["files"]["onnx"].get("quantization")
+    quantized = card.onnx_quantization
     lines = [
         f"### {card.path.name}",
         "",

@@ -25,6 +25,14 @@ def is_available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def available_backend(module: str = "onnxruntime") -> str | None:
+    """The backend "auto" runs without installing anything: ONNX when ``module`` (onnxruntime) is importable, the
+    fast path; else TorchScript when torch is; else None."""
+    if is_available(module):
+        return "onnx"
+    return "torchscript" if is_available("torch") else None
+
+
 def consent_question(requirement: str) -> str:
     return (
         f"LandmarkInit runs its landmark detectors with {requirement.split('>')[0]}, which is not installed in this "
@@ -50,10 +58,10 @@ def ensure_inference_runtime(
     """
     if preferred not in ("auto", "onnx", "torchscript"):
         raise LandmarkInitError(f"unknown backend {preferred!r}: use auto, onnx or torchscript")
-    if preferred == "auto" and is_available(module):
-        return "onnx"
-    if preferred in ("auto", "torchscript") and is_available("torch"):
-        return "torchscript"  # nothing to install
+    if preferred == "auto" and (backend := available_backend(module)):
+        return backend  # nothing to install
+    if preferred == "torchscript" and is_available("torch"):
+        return "torchscript"
     if preferred == "torchscript":
         raise DependencyError("the TorchScript backend needs torch (Slicer's PyTorch extension); choose ONNX instead")
     if is_available(module):

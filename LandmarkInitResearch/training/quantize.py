@@ -30,10 +30,6 @@ from LandmarkInitLib.io.datasets import open_dataset
 QUANTIZED_OPS = ["Conv"]
 
 
-def is_quantized(card) -> bool:
-    return "quantization" in card.data["files"]["onnx"]
-
-
 def local_inputs(detector: TwoStageDetector, volumes: list[Path]) -> dict[Path, list[list[np.ndarray]]]:
     """Per local card (path), per volume: the input batches the two-stage detector feeds it (float ONNX)."""
     batches: dict[Path, list[list[np.ndarray]]] = {m.card.path: [] for m in detector.local_stage.members}
@@ -129,7 +125,7 @@ def quantize_two_stage(
     if card.stage != "two-stage":
         raise LandmarkInitError(f"{card.path} is a {card.stage} card; give a two-stage card (its local stages)")
     locals_ = card.stage_cards("local")
-    done = [c.path.name for c in locals_ if is_quantized(c)]
+    done = [c.path.name for c in locals_ if c.onnx_quantization]
     if done:
         raise LandmarkInitError(f"{', '.join(done)} already hold(s) an int8 ONNX file; nothing to do")
     dataset = open_dataset(data)

@@ -124,7 +124,7 @@ def compare_backends(card, volume, repeats: int) -> str:
     TorchScript's median time over ONNX's."""
     r = run_bench_detection(card, volume, "compare", repeats)
     ratio = r["torchscript_over_onnx"]
-    int8 = any("quantization" in c.data["files"]["onnx"] for c in card.stage_cards("local"))
+    int8 = any(c.onnx_quantization for c in card.stage_cards("local"))
     return (
         f"| two-stage detection {card.modality.upper()}, {card.name}"
         + (" (int8 ONNX local networks, float TorchScript: docs/results/quantization)" if int8 else "")

@@ -79,13 +79,12 @@ class Detection:
 
 
 def auto_backend(card: ModelCard) -> str:
-    """ "auto": ONNX when onnxruntime is importable (the fast path); else TorchScript when torch is and the card has
-    a TorchScript file; else ONNX (whose absence the session then reports)."""
-    from LandmarkInitLib.dependencies import is_available
+    """ "auto" (dependencies.available_backend), for a card: TorchScript only if the card has a TorchScript file;
+    ONNX otherwise, whose absence the session then reports."""
+    from LandmarkInitLib.dependencies import available_backend
 
-    if is_available("onnxruntime"):
-        return "onnx"
-    return "torchscript" if torch_available() and "torchscript" in card.data["files"] else "onnx"
+    backend = available_backend()
+    return "torchscript" if backend == "torchscript" and "torchscript" in card.data["files"] else "onnx"
 
 
 def torch_available() -> bool:

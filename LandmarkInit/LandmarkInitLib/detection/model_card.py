@@ -77,6 +77,11 @@ class ModelCard:
         return check_postprocessing(self.data.get("postprocessing", []), f"model card {self.path}")
 
     @property
+    def onnx_quantization(self) -> dict | None:
+        """The record of an int8 ONNX file (LandmarkInitResearch/training/quantize.py), None for a float one."""
+        return self.data.get("files", {}).get("onnx", {}).get("quantization")
+
+    @property
     def mirror_average(self) -> bool:
         """Whether the card's post-processing includes the mirror view (False for stage cards)."""
         return any(step["step"] == MIRROR_AVERAGE for step in self.postprocessing)
