@@ -69,22 +69,26 @@ robustness: setup
 	    --models Resources/Models/mr_landmarks.json Resources/Models/us_landmarks.json --quiet --description \
 	    "Held-out phantom cases: the first 10 of data/test (\`landmarkinit phantom --count 50 --seed 3\`, seeds never used in training). The shipped detectors; the MR detector before and after issue 22: robustness/mr/; the US candidate trained in a physical frame (not shipped): us_detector/."
 
-# The shipped MR detector, rebuilt: LandmarkInitResearch/experiments/mr_detector.json (phantom data, real PROMISE12
-# cases read from $(PROMISE12) and never written to the repository, fine-tuning with domain randomization, export,
-# two-stage card, old-vs-new evaluation) runs in build/mr_detector (docs/research.md). It fine-tunes the networks of
-# commit $(MODELS_BASE) (release 0.1, extracted to build/mr_detector/base; the cards record their checksums and their
-# own training chain). The finished models are copied by hand to Resources/Models, and the ONNX files of the MR local
-# networks made int8 there (`landmarkinit quantize-onnx`, docs/results/quantization). The shipped US detector is still
-# release 0.1's (its cards record how it was trained); experiments/us_detector.json, a candidate that was not
-# shipped, runs with `landmarkinit experiment` alone.
-MODELS_BASE := 7c4e1de
+# The shipped models rebuilt from scratch (docs/research.md), in build/models: release_chain.json (the phantom data
+# and the release-0.1 networks' recorded training chains, from random weights; written from their cards by
+# tools/write_release_chain.py), then mr_detector.json from those networks (real PROMISE12 cases read from
+# $(PROMISE12), never written to the repository), then ship_models.json (the networks exported under the shipped names,
+# the two-stage cards, int8 ONNX files for the MR local networks, the rebuilt detectors compared with Resources/Models).
+# Several hours on 2 cores; an interrupted run resumes. The results are copied to Resources/Models by hand.
 PROMISE12 ?= /work/shared/data/promise12
+RELEASE_0_1 := 7c4e1de
+MODELS_WORK := $(CURDIR)/build/models
 .PHONY: models
 models: setup
-	mkdir -p build/mr_detector/base
-	git archive $(MODELS_BASE) Resources/Models | tar -x -C build/mr_detector/base
-	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/mr_detector.json --work-dir build/mr_detector \
-	    --set promise12=$(PROMISE12)
+	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/release_chain.json \
+	    --work-dir $(MODELS_WORK)/release
+	mkdir -p $(MODELS_WORK)/mr_detector/base/Resources/Models
+	cp -p $(MODELS_WORK)/release/models/* $(MODELS_WORK)/mr_detector/base/Resources/Models/
+	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/mr_detector.json \
+	    --work-dir $(MODELS_WORK)/mr_detector --set promise12=$(PROMISE12)
+	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/ship_models.json \
+	    --work-dir $(MODELS_WORK)/shipped --set release=$(MODELS_WORK)/release \
+	    --set mr_detector=$(MODELS_WORK)/mr_detector --set promise12=$(PROMISE12)
 
 # int8 ONNX local networks of the shipped MR detector against its float ONNX files (commit $(FLOAT_MODELS), extracted
 # to build/quantization/float): LandmarkInitResearch/experiments/quantization.json, reports in docs/results/quantization/.
@@ -102,7 +106,7 @@ quantization: setup
 .PHONY: site-adaptation
 site-adaptation: setup
 	mkdir -p build/site_adaptation/base
-	git archive $(MODELS_BASE) Resources/Models | tar -x -C build/site_adaptation/base
+	git archive $(RELEASE_0_1) Resources/Models | tar -x -C build/site_adaptation/base
 	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/site_adaptation.json \
 	    --work-dir build/site_adaptation --set promise12=$(PROMISE12)
 

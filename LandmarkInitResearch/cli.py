@@ -8,6 +8,7 @@ need them."""
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -205,6 +206,9 @@ def cmd_quantize_onnx(args) -> int:
             f"{name}: int8 ONNX written; points differ from the float network's by {f['points_p95_mm']:.3f} mm "
             f"(95th percentile), {f['points_max_mm']:.3f} mm at most, on the check cases"
         )
+    if args.summary:  # an experiment step's output: the card's files are replaced in place
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
     return EXIT_OK
 
 
@@ -575,7 +579,9 @@ def add_commands(sub) -> list[tuple[str, str]]:
         "--grid-axes",
         metavar="AXES",
         help="run the model grid in a fixed patient frame, e.g. RAS (grid I, J, K point to R, A, S whatever the "
-        "volume's storage; recorded in the card); default: the volume's own index axes",
+        "volume's storage; recorded in the card), or, for US, 'probe': the probe's frame, which the detectors find "
+        "from the fan and which phantom files are stored in (training uses their index axes); default: the volume's "
+        "own index axes",
     )
     p.add_argument(
         "--augment-orientation",
@@ -710,6 +716,7 @@ def add_commands(sub) -> list[tuple[str, str]]:
     p.add_argument(
         "--tolerance-mm", type=float, default=0.5, help="largest point or spread difference allowed (default 0.5 mm)"
     )
+    p.add_argument("--summary", type=Path, help="also write each network's measured differences to this JSON file")
     p.set_defaults(func=cmd_quantize_onnx)
 
     p = command(

@@ -229,7 +229,10 @@ def fine_tuned_from(init: str) -> dict:
         return origin
     config = (source if source.is_dir() else source.parent) / "config.json"
     if config.is_file():
-        origin["command"] = training_command(json.loads(config.read_text(encoding="utf-8")))
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        origin["command"] = training_command(cfg)
+        if cfg.get("init_weights"):  # the whole chain, back to random weights
+            origin["fine_tuned_from"] = fine_tuned_from(cfg["init_weights"])
     return origin
 
 
@@ -315,7 +318,11 @@ def export_run(
             "command": training_command(cfg),
             **({"fine_tuned_from": fine_tuned_from(cfg["init_weights"])} if cfg.get("init_weights") else {}),
         },
-        "validation": {"mre_mm": best["val_mre_mm"], **(validation or {})},
+        "validation": {
+            "mre_mm": best["val_mre_mm"],
+            **({"dataset": cfg["val_data_description"]} if cfg.get("val_data_description") else {}),
+            **(validation or {}),
+        },
         "files": {
             "onnx": {"path": onnx_path.name, "sha256": sha256_of(onnx_path), "opset": OPSET, "graph": ONNX_GRAPH},
             "torchscript": {"path": ts_path.name, "sha256": sha256_of(ts_path), "torch": torch.__version__},

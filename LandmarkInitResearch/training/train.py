@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from LandmarkInitLib.detection.model_card import load_card
-from LandmarkInitLib.detection.model_grid import ModelGrid, patient_frame
+from LandmarkInitLib.detection.model_grid import PROBE_AXES, ModelGrid, patient_frame
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.io.datasets import open_dataset
 from LandmarkInitLib.landmarks import LANDMARK_LABELS
@@ -100,7 +100,12 @@ class TrainConfig:
         default = (DEFAULT_LOCAL_GRIDS if self.local else DEFAULT_GRIDS)[self.modality]
         shape = tuple(self.grid_shape) if self.grid_shape else default.shape_ijk
         axes = self.grid_axes.upper() if self.grid_axes else default.axes
-        if axes is not None:
+        if axes == PROBE_AXES:
+            # a probe-frame grid takes the volume's own axes in training (ModelGrid.frame_for): the phantom's US
+            # files are stored in the probe's frame, so its cards can say what the detectors will find
+            if self.modality != "us":
+                raise LandmarkInitError("--grid-axes probe is for US (the probe's frame); MR takes patient axes")
+        elif axes is not None:
             try:
                 patient_frame(axes)
             except ValueError as e:
@@ -348,6 +353,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
                     "data_description": _describe_data(cfg.data)
                     if isinstance(cfg.data, str)
                     else [_describe_data(f) for f in cfg.data],
+                    "val_data_description": _describe_data(cfg.val_data) if cfg.val_data else None,
                 },
                 indent=1,
             )
