@@ -87,6 +87,9 @@ def data_steps(cards: dict, variables: dict) -> list[dict]:
     for name, d in sorted(folders.items()):
         count = variable("cases", name)
         variables[count] = str(d["count"])
+        unknown = sorted(set(d["options"]) - set(PHANTOM_OPTIONS))
+        if unknown:
+            sys.exit(f"data/{name}: phantom options this tool cannot write: {', '.join(unknown)}")
         options = [a for k, v in sorted(d["options"].items()) for a in (PHANTOM_OPTIONS[k], str(v))]
         steps.append(
             {
