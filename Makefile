@@ -74,7 +74,7 @@ robustness: setup
 # tools/write_release_chain.py), then mr_detector.json from those networks (real PROMISE12 cases read from
 # $(PROMISE12), never written to the repository), then ship_models.json (the networks exported under the shipped names,
 # the two-stage cards, int8 ONNX files for the MR local networks, the rebuilt detectors compared with Resources/Models).
-# Several hours on 2 cores; an interrupted run resumes. The results are copied to Resources/Models by hand.
+# 12-16 hours on 2 cores (estimated, docs/research.md); an interrupted run resumes. The results are copied to Resources/Models by hand.
 PROMISE12 ?= /work/shared/data/promise12
 RELEASE_0_1 := 7c4e1de
 MODELS_WORK := $(CURDIR)/build/models

@@ -191,7 +191,7 @@ def experiment(cards: dict) -> dict:
             "cards list, every network's recorded fine-tuning chain in order, export under the release's names, and "
             "the release's two-stage cards, in {work}/models. Written by tools/write_release_chain.py from the "
             "release's cards (do not edit by hand). `make models` runs it, then mr_detector.json from its output "
-            "(docs/research.md). Synthetic phantom data only. Several hours on 2 cores at full size; "
+            "(docs/research.md). Synthetic phantom data only. 12-16 hours on 2 cores at full size (estimated); "
             "Testing/test_make_models.py runs it with one epoch per step."
         ),
         "variables": variables,
