@@ -74,7 +74,8 @@ robustness: setup
 # tools/write_release_chain.py), then mr_detector.json from those networks (real PROMISE12 cases read from
 # $(PROMISE12), never written to the repository), then ship_models.json (the networks exported under the shipped names,
 # the two-stage cards, int8 ONNX files for the MR local networks, the rebuilt detectors compared with Resources/Models).
-# 12-16 hours on 2 cores (estimated, docs/research.md); an interrupted run resumes. The results are copied to Resources/Models by hand.
+# 12-16 hours on 2 cores (estimated, docs/research.md); an interrupted run resumes. The results are copied to
+# Resources/Models by hand.
 PROMISE12 ?= /work/shared/data/promise12
 RELEASE_0_1 := 7c4e1de
 MODELS_WORK := $(CURDIR)/build/models
@@ -82,6 +83,7 @@ MODELS_WORK := $(CURDIR)/build/models
 models: setup
 	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/release_chain.json \
 	    --work-dir $(MODELS_WORK)/release
+	@# mr_detector.json starts from the rebuilt release; steps it has done are kept (the release's outputs are final)
 	mkdir -p $(MODELS_WORK)/mr_detector/base/Resources/Models
 	cp -p $(MODELS_WORK)/release/models/* $(MODELS_WORK)/mr_detector/base/Resources/Models/
 	$(VENV)/bin/landmarkinit experiment LandmarkInitResearch/experiments/mr_detector.json \

@@ -11,6 +11,7 @@ import pytest
 from LandmarkInitLib.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitLib.errors import LandmarkInitError
+from LandmarkInitLib.resources import models_dir
 from LandmarkInitResearch.experiments.runner import LOG_FILE, load_experiment, run_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "LandmarkInitResearch" / "experiments"
@@ -135,6 +136,16 @@ def test_bad_experiments_are_refused_with_the_reason(tmp_path, capsys):
     assert [s["name"] for s in log["steps"]] == ["missing_data"] and log["steps"][0]["exit"] == 2
     assert main(["experiment", str(tmp_path / "nothing.json"), "--work-dir", str(tmp_path)]) == EXIT_BAD_INPUT
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_variable_may_name_a_folder_by_the_work_models_or_experiment_folder(tmp_path):
+    file = tmp_path / "x.json"
+    command = ["phantom", "--output", "{out}"]
+    file.write_text(json.dumps({"name": "x", "variables": {"out": "{here}/a/{work}"}, "steps": [{"command": command}]}))
+    (step,) = load_experiment(file, tmp_path / "w").steps
+    assert step.argv[-1] == f"{tmp_path}/a/{tmp_path / 'w'}"
+    (step,) = load_experiment(file, tmp_path / "w", {"out": "{models}/b"}).steps
+    assert step.argv[-1] == f"{models_dir()}/b"
 
 
 def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):

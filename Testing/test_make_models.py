@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from LandmarkInitLib.cli import EXIT_OK, main
 from LandmarkInitLib.detection.model_card import load_card
@@ -65,6 +66,7 @@ def fake_promise12(tmp_path: Path) -> Path:
     return real
 
 
+@pytest.mark.slow
 def test_make_models_rebuilds_the_shipped_set_from_scratch_at_smoke_size(tiny_dataset, tmp_path):
     from LandmarkInitLib.detection.detectors import open_detector
     from LandmarkInitLib.resources import sample_case_dir
@@ -146,15 +148,14 @@ def test_make_models_rebuilds_the_shipped_set_from_scratch_at_smoke_size(tiny_da
         assert points.points_ras.shape == (3, 3) and np.isfinite(points.points_ras).all()
 
 
-def test_the_probe_frame_is_a_us_training_grid_and_trains_in_the_index_axes():
+def test_the_probe_frame_is_a_us_training_grid_and_trains_in_the_index_axes(tmp_path):
     """`train --grid-axes probe` (how the rebuild trains the US networks): the card declares the probe's frame, the
-    grid takes the volume's own axes in training (the phantom's US files are stored in that frame); MR is refused."""
-    import pytest
-
+    grid takes the volume's own axes in training (the phantom's US files are stored in that frame); MR, and data
+    that is not the phantom's, are refused."""
     from LandmarkInitLib.detection.model_grid import PROBE_AXES
     from LandmarkInitLib.errors import LandmarkInitError
     from LandmarkInitLib.geometry import VolumeGeometry
-    from LandmarkInitResearch.training.train import TrainConfig
+    from LandmarkInitResearch.training.train import TrainConfig, train
 
     grid = TrainConfig(data="d", modality="us", method="g2l-global", output="o", grid_axes="probe").grid()
     assert grid.axes == PROBE_AXES and grid.to_dict()["axes"] == "PROBE"
@@ -163,3 +164,34 @@ def test_the_probe_frame_is_a_us_training_grid_and_trains_in_the_index_axes():
     assert np.array_equal(grid.frame_for(volume), turned)  # the volume's own axes, not a patient frame
     with pytest.raises(LandmarkInitError, match="--grid-axes probe is for US"):
         TrainConfig(data="d", modality="mr", method="g2l-global", output="o", grid_axes="probe").grid()
+    site = tmp_path / "site"  # no dataset.json: not made by `landmarkinit phantom`
+    site.mkdir()
+    cfg = TrainConfig(
+        data=str(site), modality="us", method="g2l-global", output=str(tmp_path / "run"), grid_axes="probe"
+    )
+    with pytest.raises(LandmarkInitError, match=f"only for phantom data .*; {site} is not a phantom dataset"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ship_models_takes_existing_runs_and_the_shipped_quantization_settings(tmp_path):
+    """ship_models.json exports runs that release_chain.json and mr_detector.json make, and quantizes the MR local
+    networks as the shipped cards record (the smoke run above overrides these settings)."""
+    ship = load_experiment(EXPERIMENTS / "ship_models.json", tmp_path / "shipped")
+    made = {}
+    for variable, file in (("release", "release_chain.json"), ("mr_detector", "mr_detector.json")):
+        work = Path(ship.variables[variable]).resolve()
+        steps = load_experiment(EXPERIMENTS / file, work).steps
+        made[variable] = (work, {Path(o).parent for s in steps for o in s.outputs if o.endswith("finished.json")})
+    for step in (s for s in ship.steps if s.argv[0] == "export"):
+        run = Path(step.argv[1]).resolve()
+        assert any(run.is_relative_to(work) and run in runs for work, runs in made.values()), step.name
+
+    def settings(argv):
+        return {o: argv[argv.index(o) + 1] for o in ("--cases", "--check-cases", "--tolerance-mm")} | {
+            "--data": Path(argv[argv.index("--data") + 1]).name
+        }
+
+    (quantize,) = (s for s in ship.steps if s.argv[0] == "quantize-onnx")
+    recorded = load_card(SHIPPED / "mr_landmarks_g2l-local.json").onnx_quantization["command"]
+    assert settings(list(quantize.argv)) == settings(shlex.split(recorded))

@@ -10,7 +10,10 @@ The chain is read from each card's ``training.command`` and its nested ``fine_tu
 ``--data`` folder is generated from the card's ``training.dataset`` entry at the same position. Two facts the release
 cards do not hold are stated here: the validation folder (below) and the US grid's axes (the shipped US cards declare
 the probe's frame, commit cdb746d; on phantom data the probe frame is the volume's index axes, so the recorded
-commands train the same networks with ``--grid-axes probe``). Testing/test_make_models.py runs the check.
+commands train the same networks with ``--grid-axes probe``). One thing differs from the release: its MR networks
+were trained in the phantom's index axes and later declared to run in the patient frame (their cards' ``trained_on``
+note); the rebuild trains them in the patient frame they run in (train's MR default), so they are not the same
+training. Testing/test_make_models.py runs the check.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ MODELS = "Resources/Models"
 # data/val of every release card: `landmarkinit phantom --count 30 --seed 2` (docs/research.md); the cards record
 # only its folder name and case count.
 VALIDATION = {"folder": "val", "seed": 2, "count": 30, "options": {"probe": "mixed", "partial_fraction": 0.15}}
+GENERATOR_DEFAULTS = {"rectum_lateral_mm": 4.0}  # the phantom's default, which early cards do not list
 PHANTOM_OPTIONS = {
     "probe": "--probe",
     "partial_fraction": "--partial-fraction",
@@ -64,15 +68,18 @@ def variable(prefix: str, name: str) -> str:
     return prefix + "_" + name.replace("-", "_")
 
 
-def data_steps(cards: dict, variables: dict) -> list[dict]:
+def folder_datasets(cards: dict) -> dict[str, dict]:
+    """Data folder name -> the phantom data set it holds, from each card's outermost --data folders and its
+    ``training.dataset`` entries (same order); a folder that two cards describe differently is refused."""
     folders = {VALIDATION["folder"]: VALIDATION}
     for card in cards.values():
         if "training" not in card:
             continue
+        if card["validation"].get("cases") != VALIDATION["count"] or Path(card["validation"]["data"]).name != "val":
+            sys.exit(f"{card['name']}: validated on {card['validation']}, not on {VALIDATION}")
         datasets = card["training"]["dataset"]
         datasets = [datasets] if isinstance(datasets, dict) else datasets
-        argv = shlex.split(card["training"]["command"])
-        names = [Path(a).name for a in argv[argv.index("--data") + 1 : argv.index("--val-data")]]
+        names = [Path(a).name for a in option_values(shlex.split(card["training"]["command"]), "--data")]
         if len(names) != len(datasets):
             sys.exit(f"{card['name']}: {len(names)} --data folders but {len(datasets)} dataset entries")
         for name, d in zip(names, datasets, strict=True):
@@ -80,9 +87,23 @@ def data_steps(cards: dict, variables: dict) -> list[dict]:
                 sys.exit(f"{card['name']}: dataset {name} does not start at case 0")
             entry = {"folder": name, "seed": d["seed"], "count": d["count"], "options": d.get("options", {})}
             known = folders.setdefault(name, entry)
-            defaults = {"rectum_lateral_mm": 4.0}  # the generator's default, omitted by early cards
-            if {**defaults, **known["options"]} != {**defaults, **entry["options"]} or known["seed"] != d["seed"]:
+            same = (known["seed"], known["count"]) == (entry["seed"], entry["count"])
+            if not same or {**GENERATOR_DEFAULTS, **known["options"]} != {**GENERATOR_DEFAULTS, **entry["options"]}:
                 sys.exit(f"data/{name} means two datasets: {known} and {entry}")
+    return folders
+
+
+def option_values(argv: list[str], option: str) -> list[str]:
+    """The arguments after ``option`` up to the next option."""
+    i = argv.index(option) + 1
+    values = []
+    while i < len(argv) and not argv[i].startswith("--"):
+        values.append(argv[i])
+        i += 1
+    return values
+
+
+def data_steps(folders: dict, variables: dict) -> list[dict]:
     steps = []
     for name, d in sorted(folders.items()):
         count = variable("cases", name)
@@ -102,48 +123,54 @@ def data_steps(cards: dict, variables: dict) -> list[dict]:
     return steps
 
 
-def train_steps(stem: str, card: dict, variables: dict) -> tuple[list[dict], str]:
-    """The card's chain as train steps; returns them and the last run's folder."""
+def replay(argv: list[str], run: str, previous: str | None, folders: dict, variables: dict) -> list[str]:
+    """One recorded train command as a step's command: data folders in the work folder (each must have a data
+    step), the epochs as a variable, the run it fine-tunes as the previous step's, the output as this run's."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--data", "--val-data"):
+            names = [Path(v).name for v in option_values(argv, a)]
+            missing = [n for n in names if n not in folders]
+            if missing:
+                sys.exit(f"{run}: no data set is known for data/{', data/'.join(missing)}")
+            out += [a, *(f"{{work}}/data/{n}" for n in names)]
+            i += 1 + len(names)
+            continue
+        if a == "--epochs":
+            variables[variable("epochs", run)] = argv[i + 1]
+            out += [a, f"{{{variable('epochs', run)}}}"]
+        elif a == "--init-weights":
+            out += [a, f"{{work}}/runs/{previous}"]
+        elif a == "--grid-axes":
+            sys.exit(f"{run}: the recorded command already sets --grid-axes")
+        elif a != "--output":
+            out.append(a)
+            i += 1
+            continue
+        i += 2
+    return out
+
+
+def train_steps(stem: str, card: dict, folders: dict, variables: dict) -> tuple[list[dict], str]:
+    """The card's chain as train steps, each fine-tuning the one before; returns them and the last run's name.
+    ``--resume``: a step interrupted by a stopped `make models` continues from its last epoch."""
     short = stem.replace("_landmarks", "")
     steps, previous = [], None
     for k, command in enumerate(chain(card["training"]), start=1):
-        run, argv, out = f"{short}_{k}", shlex.split(command)[1:], []
-        if argv[0] != "train":
-            sys.exit(f"{stem}: not a train command: {command}")
-        i = 0
-        while i < len(argv):
-            a = argv[i]
-            if a in ("--data", "--val-data"):
-                out.append(a)
-                i += 1
-                while i < len(argv) and not argv[i].startswith("--"):
-                    out.append(f"{{work}}/data/{Path(argv[i]).name}")
-                    i += 1
-                continue
-            if a == "--epochs":
-                epochs = variable("epochs", run)
-                variables[epochs] = argv[i + 1]
-                out += [a, f"{{{epochs}}}"]
-            elif a == "--init-weights":
-                if previous is None:
-                    sys.exit(f"{stem}: the innermost command of its chain fine-tunes ({command})")
-                out += [a, f"{{work}}/runs/{previous}"]
-            elif a == "--output":
-                out += [a, f"{{work}}/runs/{run}"]
-            else:
-                out.append(a)
-                i += 1
-                continue
-            i += 2
-        if previous is not None and "--init-weights" not in out:
-            sys.exit(f"{stem}: stage {k} of its chain does not fine-tune stage {k - 1}")
+        run, argv = f"{short}_{k}", shlex.split(command)[1:]
+        if argv[0] != "train" or argv[-2:] != ["--output", "RUN"]:
+            sys.exit(f"{stem}: not a train command ending in --output RUN: {command}")
+        if ("--init-weights" in argv) != (previous is not None):
+            sys.exit(f"{stem}: stage {k} of its chain should fine-tune stage {k - 1} and only then: {command}")
+        out = replay(argv, run, previous, folders, variables)
         if card["modality"] == "us":
-            out[-2:-2] = ["--grid-axes", "probe"]
+            out += ["--grid-axes", "probe"]
         steps.append(
             {
                 "name": f"train_{run}",
-                "command": [*out[:-2], "--quiet", *out[-2:]],
-                "outputs": [f"{{work}}/runs/{run}/best.pt"],
+                "command": [*out, "--quiet", "--resume", "--output", f"{{work}}/runs/{run}"],
+                "outputs": [f"{{work}}/runs/{run}/finished.json"],
             }
         )
         previous = run
@@ -168,13 +195,14 @@ def two_stage_step(stem: str, card: dict) -> dict:
 
 def experiment(cards: dict) -> dict:
     variables = {"workers": "2"}
-    steps = data_steps(cards, variables)
+    folders = folder_datasets(cards)
+    steps = data_steps(folders, variables)
     exports, two_stage = [], []
     for stem, card in sorted(cards.items()):
         if card.get("stage") == "two-stage":
             two_stage.append(two_stage_step(stem, card))
             continue
-        trains, last = train_steps(stem, card, variables)
+        trains, last = train_steps(stem, card, folders, variables)
         steps += trains
         exports.append(
             {

@@ -4,9 +4,10 @@ recipe of landmarkinit commands (data, training, export, model cards, evaluation
 An experiment file (JSON) holds a name, a description, ``variables`` (defaults; ``--set NAME=VALUE`` overrides
 them, e.g. fewer epochs for a quick run) and ``steps``. A step is a landmarkinit command (``command``: its argument
 list) with the ``outputs`` it must leave; ``{name}`` in either is replaced by a variable, ``{work}`` by the work
-folder, ``{models}`` by the shipped models folder and ``{here}`` by the experiment file's folder. Steps run in
-order, each in its own process; a step whose outputs all exist is skipped, so an interrupted experiment resumes
-where it stopped. Every step is recorded in
+folder, ``{models}`` by the shipped models folder and ``{here}`` by the experiment file's folder (these three also
+in a variable's value). Steps run in order, each in its own process; a step whose outputs all exist is skipped, so
+an interrupted experiment resumes where it stopped (a training step's output is its run's ``finished.json``, which
+``train`` writes last; with ``--resume`` an interrupted run continues from its last epoch). Every step is recorded in
 WORK/experiment_log.json (command, seconds, exit status, skipped or run) and what it printed in WORK/logs/STEP.log; a
 failing step stops the experiment.
 """
@@ -68,7 +69,10 @@ def load_experiment(path, work_dir, overrides: dict | None = None) -> Experiment
             f"{path.name} has no variable {', '.join(unknown)}; its variables: {', '.join(variables) or 'none'}"
         )
     variables |= {k: str(v) for k, v in (overrides or {}).items()}
-    values = variables | {"work": str(work_dir), "models": str(models_dir()), "here": str(path.resolve().parent)}
+    builtin = {"work": str(work_dir), "models": str(models_dir()), "here": str(path.resolve().parent)}
+    # a variable may name a folder by {work}, {models} or {here}, so that its default works from any directory
+    variables = {k: _PLACEHOLDER.sub(lambda m: builtin.get(m.group(1), m.group(0)), v) for k, v in variables.items()}
+    values = variables | builtin
     steps, names = [], set()
     for i, entry in enumerate(data["steps"]):
         name = entry.get("name") or f"step {i + 1}"

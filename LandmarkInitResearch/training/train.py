@@ -1,7 +1,8 @@
 """`landmarkinit train`: one detector per (modality, method), CPU or GPU, single process or torchrun (DDP).
 
 Run folder: config.json (every setting and the data used), last.pt (resume: weights, optimizer, epoch, history),
-best.pt (weights with the lowest validation MRE, or the last epoch's with --keep last), history.json, curve.png.
+best.pt (weights with the lowest validation MRE, or the last epoch's with --keep last), history.json, curve.png,
+and, once every epoch has run, finished.json.
 Checkpoints hold tensors and plain containers only and are read with ``torch.load(weights_only=True)``.
 """
 
@@ -45,6 +46,7 @@ from LandmarkInitResearch.training.patch_votes import patch_vote_loss
 DEFAULT_GRIDS = {"mr": ModelGrid((48, 48, 40), 2.0, "LPS"), "us": ModelGrid((48, 48, 48), 2.2)}
 DEFAULT_LOCAL_GRIDS = {"mr": ModelGrid((40, 40, 40), 0.8, "LPS"), "us": ModelGrid((40, 40, 40), 0.8)}
 HEATMAP_PEAK_WEIGHT = 100.0
+FINISHED = "finished.json"  # a run folder's last file
 # Fang et al. 2023, section 3.1: lambda_2 for the variance and the distance-map regularizers.
 PAPER_LAMBDAS = {
     ("mr", "dsnt-var"): 5e-4,
@@ -272,6 +274,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         raise LandmarkInitError(f"unknown learning-rate schedule {cfg.lr_schedule!r}: use constant or cosine")
     world, rank = _distributed()
     out = Path(cfg.output)
+    _check_probe_frame_data(cfg)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if (out / "last.pt").exists() and not resume:
@@ -428,6 +431,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
             torch.distributed.barrier()
     if world > 1:
         torch.distributed.destroy_process_group()
+    if rank == 0:  # written last: an experiment step that lists it is done only when every epoch is
+        finished = {"epochs": cfg.epochs, "best_val_mre_mm": best}
+        (out / FINISHED).write_text(json.dumps(finished) + "\n", encoding="utf-8")
     return {"history": history, "best_val_mre_mm": best, "output": str(out)}
 
 
@@ -447,6 +453,20 @@ def _real_mr(cfg: TrainConfig, progress: bool):
     train_volumes, _ = real_mr_volumes(cfg.real_mr, cfg.real_mr_folds, cfg.real_mr_split, progress)
     val_volumes, _ = real_mr_volumes(cfg.real_mr, cfg.real_mr_val_folds, cfg.real_mr_split, progress)
     return train_volumes, val_volumes
+
+
+def _check_probe_frame_data(cfg: TrainConfig) -> None:
+    """A probe-frame grid trains in the files' index axes (ModelGrid.frame_for), which are the probe's frame only
+    for the phantom's US files."""
+    if cfg.grid().axes != PROBE_AXES:
+        return
+    folders = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+    for folder in folders + ([cfg.val_data] if cfg.val_data else []):
+        if not _describe_data(folder).get("synthetic"):
+            raise LandmarkInitError(
+                f"--grid-axes probe trains in the files' index axes, which are the probe's frame only for phantom "
+                f"data (landmarkinit phantom); {folder} is not a phantom dataset. Train without --grid-axes."
+            )
 
 
 def _describe_data(path) -> dict:
