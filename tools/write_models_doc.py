@@ -167,7 +167,9 @@ def render() -> str:
         "(results/detectors/detectors.md). No real TRUS was available to train or test on. Several networks were "
         "fine-tuned over a few releases: each lists the run that made it, then the earlier runs its starting "
         "weights came from (`PREVIOUS_RELEASE/` in a command stands for the file shipped before, identified by its "
-        "sha256; `data/...` folders are the phantom datasets in the tables, by seed).",
+        "sha256; `data/...` folders are the phantom datasets in the tables, by seed). `make models` replays these "
+        "chains from random weights and rebuilds the whole set ([research.md](research.md#rebuilding-the-shipped-"
+        "models-from-scratch-make-models)).",
         "",
         "## Detectors offered in the Slicer module and the browser app",
         "",
