@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LandmarkInitLib.cli import EXIT_OK, main
+from LandmarkInitLib.cli import EXIT_OK, EXIT_REVIEW, main
 from LandmarkInitLib.detection.model_card import load_card
 from LandmarkInitResearch.experiments.runner import LOG_FILE, load_experiment
 
@@ -68,7 +68,6 @@ def fake_promise12(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_make_models_rebuilds_the_shipped_set_from_scratch_at_smoke_size(tiny_dataset, tmp_path):
-    from LandmarkInitLib.detection.detectors import open_detector
     from LandmarkInitLib.resources import sample_case_dir
 
     # 1. release_chain.json, one epoch a step; every training folder holds one of the tiny cases (in turn), the
@@ -141,11 +140,17 @@ def test_make_models_rebuilds_the_shipped_set_from_scratch_at_smoke_size(tiny_da
     report = json.loads((shipped / "results" / "phantom" / "detectors.json").read_text())
     rows = {Path(v["card"]): v["n_cases"] for v in report["summary"].values()}  # shipped and rebuilt, 4 cases each
     assert rows == {p: 4 for d in (SHIPPED, models) for p in (d / "mr_landmarks.json", d / "us_landmarks.json")}
-    for name in ("mr_landmarks.json", "us_landmarks.json"):
-        points = open_detector(load_card(models / name)).detect_file(
-            sample_case_dir() / name.replace("_landmarks.json", ".nrrd")
-        )
-        assert points.points_ras.shape == (3, 3) and np.isfinite(points.points_ras).all()
+    # the rebuilt set runs as a models folder, before anyone copies it to Resources/Models
+    sample = sample_case_dir()
+    run = ["run", "--mr", str(sample / "mr.nrrd"), "--us", str(sample / "us.nrrd"), "--models", str(models)]
+    # one-epoch networks: their points go to review (exit status 3), which is the point of the flags
+    assert main([*run, "--output", str(tmp_path / "run"), "--quiet"]) in (EXIT_OK, EXIT_REVIEW)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert {m: Path(report["models"][m]["card"]) for m in ("mr", "us")} == {
+        "mr": models / "mr_landmarks.json",
+        "us": models / "us_landmarks.json",
+    }
+    assert np.asarray(report["matrix"], dtype=float).shape == (4, 4)  # the MR-to-US transform was fitted
 
 
 def test_the_probe_frame_is_a_us_training_grid_and_trains_in_the_index_axes(tmp_path):
