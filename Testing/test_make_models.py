@@ -183,14 +183,12 @@ def test_ship_models_takes_existing_runs_and_the_shipped_quantization_settings(t
     """ship_models.json exports runs that release_chain.json and mr_detector.json make, and quantizes the MR local
     networks as the shipped cards record (the smoke run above overrides these settings)."""
     ship = load_experiment(EXPERIMENTS / "ship_models.json", tmp_path / "shipped")
-    made = {}
+    runs = set()  # the run folders the two experiments train, where ship_models.json looks for them
     for variable, file in (("release", "release_chain.json"), ("mr_detector", "mr_detector.json")):
-        work = Path(ship.variables[variable]).resolve()
-        steps = load_experiment(EXPERIMENTS / file, work).steps
-        made[variable] = (work, {Path(o).parent for s in steps for o in s.outputs if o.endswith("finished.json")})
+        steps = load_experiment(EXPERIMENTS / file, Path(ship.variables[variable]).resolve()).steps
+        runs |= {Path(o).parent for s in steps for o in s.outputs if o.endswith("finished.json")}
     for step in (s for s in ship.steps if s.argv[0] == "export"):
-        run = Path(step.argv[1]).resolve()
-        assert any(run.is_relative_to(work) and run in runs for work, runs in made.values()), step.name
+        assert Path(step.argv[1]).resolve() in runs, step.name
 
     def settings(argv):
         return {o: argv[argv.index(o) + 1] for o in ("--cases", "--check-cases", "--tolerance-mm")} | {
