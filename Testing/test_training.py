@@ -72,7 +72,13 @@ def test_every_method_trains_one_epoch(tiny_dataset, tmp_path, method):
 
 def test_resume_continues_and_refuses_to_overwrite(tiny_dataset, tmp_path):
     base = dict(
-        data=str(tiny_dataset), modality="mr", method="dsnt", output=str(tmp_path / "r"), val_fraction=0.25, **TINY
+        data=str(tiny_dataset),
+        modality="mr",
+        method="dsnt",
+        output=str(tmp_path / "r"),
+        val_fraction=0.25,
+        lr_schedule="cosine",  # as every experiment trains: its learning rate is in the checkpoint
+        **TINY,
     )
     train(TrainConfig(epochs=1, **base), progress=False)
     with pytest.raises(LandmarkInitError, match="--resume"):

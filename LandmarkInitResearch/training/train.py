@@ -366,7 +366,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> d
         t0 = time.perf_counter()
         if cfg.lr_schedule == "cosine":
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * 0.5 * (1.0 + np.cos(np.pi * epoch / cfg.epochs))
+                # a Python float: a numpy scalar in the optimizer state would not load back with weights_only=True
+                group["lr"] = float(cfg.lr * 0.5 * (1.0 + np.cos(np.pi * epoch / cfg.epochs)))
         train_set.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
