@@ -176,6 +176,7 @@ def cmd_two_stage(args) -> int:
         args.local_cards,
         args.output,
         iterations=args.iterations,
+        global_passes=args.global_passes,
         postprocessing=_two_stage_steps(args),
         name=args.name,
         force=args.force,
@@ -681,6 +682,14 @@ def add_commands(sub) -> list[tuple[str, str]]:
     )
     p.add_argument("--output", required=True, type=Path, help="two-stage model card to write (.json)")
     p.add_argument("--iterations", type=int, default=2, help="local refinement passes (default 2)")
+    p.add_argument(
+        "--global-passes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="global passes: the first on a grid centred on the volume, each further one on a grid centred on the "
+        "last answer, so that a gland off the volume's centre is seen whole (default 1)",
+    )
     p.add_argument(
         "--step",
         dest="steps",

@@ -19,7 +19,7 @@ from LandmarkInitLib.detection.detectors import LandmarkDetector, LocalRefiner, 
 from LandmarkInitLib.detection.mid_gland import pull_posterior_median_to_mid_gland
 from LandmarkInitLib.detection.model_card import ModelCardError, load_card
 from LandmarkInitLib.detection.model_grid import ModelGrid
-from LandmarkInitLib.detection.preprocess import prepare_patches, sitk_image
+from LandmarkInitLib.detection.preprocess import prepare_input, prepare_patches, sitk_image
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitResearch.training.export import export_run
 from LandmarkInitResearch.training.patch_votes import cell_centres, decode_votes, presence_labels
@@ -195,6 +195,64 @@ def test_two_stage_output_matches_the_stages_run_by_hand(two_stage_card, tiny_da
     # TorchScript runs the same two stages
     ts = open_detector(two_stage_card, backend="torchscript").detect_file(volume)
     np.testing.assert_allclose(ts.points_ras, detection.points_ras, atol=1e-3)
+
+
+def test_a_second_global_pass_runs_on_a_grid_centred_on_the_first_answer(two_stage_card, tiny_dataset, tmp_path):
+    models = two_stage_card.parent.parent
+    card = write_two_stage_card(
+        models / "us_g2l-global.json", models / "us_dsnt-local.json", tmp_path / "two.json", global_passes=2
+    )
+    assert load_card(card).data["stages"]["global"]["passes"] == 2 and "2 passes" in load_card(card).data["description"]
+    volume = tiny_dataset / "case_0001" / "us.nrrd"
+    detection = open_detector(card).detect_file(volume)
+    stage = LandmarkDetector.from_card(models / "us_g2l-global.json")
+    first = stage.detect_file(volume)
+    image = sitk.Cast(sitk.ReadImage(str(volume)), sitk.sitkFloat32)
+    geometry = VolumeGeometry.from_sitk_image(image)
+    grid = stage.card.grid
+    centre = first.points_ras.mean(axis=0)
+    x, grid_geometry = prepare_input(
+        image, geometry, grid, "us", stage.card.normalization, frame=grid.frame_for(geometry), centre_ras=centre
+    )
+    np.testing.assert_allclose(grid.grid_mm_to_ras(grid_geometry, [[0.0, 0.0, 0.0]])[0], centre, atol=1e-9)
+    coords, _ = stage.run_network(x)
+    np.testing.assert_allclose(detection.global_points_ras, grid.grid_mm_to_ras(grid_geometry, coords), atol=1e-6)
+    assert np.abs(detection.global_points_ras - first.points_ras).max() > 1e-3  # the second pass did move it
+
+
+def test_the_centred_global_input_is_the_patch_at_that_centre():
+    """prepare_input with a centre samples exactly what prepare_patches samples there (exact on a flipped,
+    anisotropic, oblique volume: test_patches_at_volume_borders_are_zero_padded_and_exact_inside)."""
+    rng = np.random.default_rng(3)
+    array = rng.uniform(0, 255, FLIPPED.size_ijk[::-1]).astype(np.float32)
+    image = sitk_image(array, FLIPPED)
+    grid = ModelGrid((12, 10, 8), 1.1, "LPS")
+    centre = FLIPPED.ijk_to_ras_points([[6.5, 3.0, 5.0]])[0]
+    params = {"method": "scale", "divide_by": 255.0, "clip": [0.0, 1.0]}
+    x, geometry = prepare_input(image, FLIPPED, grid, "mr", params, centre_ras=centre)
+    patches, (patch_geometry,) = prepare_patches(image, FLIPPED, grid, [centre], "mr", params)
+    np.testing.assert_array_equal(x, patches)
+    np.testing.assert_allclose(geometry.ijk_to_ras, patch_geometry.ijk_to_ras, atol=1e-12)
+
+
+@pytest.mark.parametrize("passes", [0, -1, 1.5, "2", True, None])
+def test_a_card_with_a_bad_number_of_global_passes_is_refused(two_stage_card, tmp_path, passes):
+    doc = json.loads(two_stage_card.read_text())
+    doc["stages"]["global"]["passes"] = passes
+    bad = two_stage_card.parent / f"bad_passes_{tmp_path.name}.json"
+    bad.write_text(json.dumps(doc))
+    try:
+        with pytest.raises(ModelCardError, match="stages.global.passes .* whole number, 1 or more"):
+            open_detector(bad)
+    finally:
+        bad.unlink()
+    with pytest.raises(ModelCardError, match="at least one global pass"):
+        write_two_stage_card(
+            two_stage_card.parent.parent / "us_g2l-global.json",
+            two_stage_card.parent.parent / "us_dsnt-local.json",
+            tmp_path / "x.json",
+            global_passes=0,
+        )
 
 
 def test_local_ensemble_and_mid_gland_match_the_stages_run_by_hand(two_stage_card, tiny_dataset, tmp_path):

@@ -16,6 +16,8 @@ from LandmarkInitLib.detection.probe_frame import (
     candidate_frames,
     choose_frame,
     convex_hull,
+    fan_centre_ras,
+    fan_corner_candidates_ras,
     hull_second_moments,
 )
 from LandmarkInitLib.geometry import VolumeGeometry
@@ -102,3 +104,32 @@ def test_a_volume_without_a_fan_is_detected_in_its_own_axes_and_flagged():
     assert candidate_frames(filled, geometry) is None
     detection = open_detector(load_card(default_model_card("us"))).detect_array(filled, geometry)
     assert FLAG_NO_FAN in detection.flags
+
+
+def test_fan_centre_is_the_centre_of_its_bounding_box_along_the_frame():
+    """Points filling a box of known extent along a rotated frame: the centre is exact, and points inside the box
+    change nothing."""
+    lo, hi = np.array([-3.0, 5.0, -20.0]), np.array([9.0, 65.0, 12.0])
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    inside = np.random.default_rng(2).uniform(lo, hi, (300, 3))
+    offset = np.array([4.0, -7.0, 30.0])
+    points = np.vstack([corners, inside]) @ PROBE.T + offset  # box coordinates -> RAS
+    np.testing.assert_allclose(fan_centre_ras(points, PROBE), PROBE @ ((lo + hi) / 2.0) + offset, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["end-fire", "side-fire"])
+def test_the_fan_centre_does_not_move_when_the_field_of_view_grows(kind):
+    """The same fan in a box grown on two sides (zero outside the fan, as a converter's larger box): the same fan
+    voxels at the same places, so the same centre; on a rotated, anisotropic, left-handed grid."""
+    direction = Rotation.from_euler("zyx", [15.0, 30.0, -20.0], degrees=True).as_matrix() @ np.diag([1, -1, 1])
+    array, geometry = _fan_volume(kind, direction, (1.5, 1.2, 1.0))
+    grown = np.pad(array, ((0, 25), (12, 0), (0, 0)))  # k after, j before
+    origin = geometry.origin_ras - direction @ np.array([0.0, 12 * 1.2, 0.0])
+    grown_geometry = VolumeGeometry(grown.shape[::-1], geometry.spacing, origin, direction)
+    frame = candidate_frames(array, geometry)[0]
+    centre = fan_centre_ras(fan_corner_candidates_ras(array, geometry), frame)
+    grown_centre = fan_centre_ras(fan_corner_candidates_ras(grown, grown_geometry), frame)
+    np.testing.assert_allclose(grown_centre, centre, atol=1e-9)
+    volume_centre = geometry.ijk_to_ras_points((np.array(geometry.size_ijk) - 1) / 2.0)
+    grown_volume_centre = grown_geometry.ijk_to_ras_points((np.array(grown_geometry.size_ijk) - 1) / 2.0)
+    assert np.linalg.norm(grown_volume_centre - volume_centre) > 10.0  # the volume's centre did move

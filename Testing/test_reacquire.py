@@ -120,3 +120,30 @@ def test_an_oblique_reslice_and_a_new_spacing_keep_the_image_where_it_was():
     coarse = reacquire.isotropic(sitk.Cast(image, sitk.sitkUInt8), 1.0)
     assert coarse.GetPixelID() == sitk.sitkUInt8 and coarse.GetSpacing() == (1.0, 1.0, 1.0)
     np.testing.assert_allclose(centre_of_mass(coarse), centre, atol=0.08)
+
+
+@pytest.mark.parametrize("axis, after", [(0, False), (1, True), (2, True), (2, False)])
+def test_a_larger_field_of_view_keeps_every_voxel_where_it_was_and_adds_background(rng, axis, after):
+    image = oblique_image(rng)
+    image = sitk.Add(image, 5)  # background (minimum) 5, not 0
+    larger = reacquire.larger_field_of_view(image, axis, after, mm=5.0)
+    added = int(round(5.0 / image.GetSpacing()[axis]))  # 7, 5 or 2 voxels
+    size = list(image.GetSize())
+    size[axis] += added
+    assert list(larger.GetSize()) == size and larger.GetSpacing() == image.GetSpacing()
+    assert larger.GetDirection() == image.GetDirection()
+    old, new = world_values(image), world_values(larger)
+    assert {p: new[p] for p in old} == old
+    assert {new[p] for p in new.keys() - old.keys()} == {5}
+    # the new voxels lie on the named side: beyond the last voxel of the axis, or before the first
+    first_new = [0, 0, 0]
+    first_new[axis] = image.GetSize()[axis] if after else 0
+    index = [0, 0, 0]
+    index[axis] = image.GetSize()[axis] if after else -added
+    np.testing.assert_allclose(
+        larger.TransformIndexToPhysicalPoint(first_new),
+        image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index]),
+        atol=1e-9,
+    )
+    side = "after" if after else "before"
+    assert reacquire.field_of_view_name(axis, after, 5.0) == f"+5 mm {side} axis {'ijk'[axis]}"

@@ -16,7 +16,12 @@ from LandmarkInitLib.detection.model_grid import ModelGrid
 from LandmarkInitLib.errors import LandmarkInitError
 from LandmarkInitLib.geometry import VolumeGeometry
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
-from LandmarkInitResearch.evaluation.reacquire import permute_flip
+from LandmarkInitResearch.evaluation.reacquire import (
+    FIELD_OF_VIEW_EXTENSIONS,
+    field_of_view_name,
+    larger_field_of_view,
+    permute_flip,
+)
 from LandmarkInitResearch.training.data import (
     LandmarkDataset,
     LoadedVolume,
@@ -118,6 +123,17 @@ def test_shipped_us_detector_finds_the_anatomy_whatever_the_vendors_axis_order()
             back[:, o] = size[a] - 1 - ijk[:, a] if f else ijk[:, a]
         np.testing.assert_allclose(back * image.GetSpacing()[0], reference_ijk * image.GetSpacing()[0], atol=0.05)
         assert not detection.flags, detection.flags
+
+
+def test_shipped_us_detector_gives_the_same_points_in_a_larger_field_of_view():
+    """The same US voxels in a box 40 mm larger on one side (zero outside the fan, as a converter may write it):
+    the grid is centred on the imaged fan, so the network sees the same input and the points do not move."""
+    image = sitk.ReadImage(str(sample_case_dir() / "us.nrrd"))
+    detector = open_detector(load_card(default_model_card("us")))
+    reference = detector.detect_image(image).points_ras
+    for axis, after in FIELD_OF_VIEW_EXTENSIONS:
+        moved = detector.detect_image(larger_field_of_view(image, axis, after)).points_ras
+        np.testing.assert_allclose(moved, reference, atol=0.1, err_msg=field_of_view_name(axis, after))
 
 
 def _same_points_however_stored(card):

@@ -135,7 +135,9 @@ def stage_section(card) -> list[str]:
 def detector_section(card) -> list[str]:
     d = card.data
     globals_, locals_ = card.stage_cards("global"), card.stage_cards("local")
-    steps = [f"global stage `{globals_[0].path.name}`"]
+    passes = d["stages"]["global"].get("passes", 1)
+    again = f", {passes} passes: the first centred on the volume, then centred on the last answer" if passes > 1 else ""
+    steps = [f"global stage `{globals_[0].path.name}`{again}"]
     ensemble = " (mean of the ensemble)" if len(locals_) > 1 else ""
     steps.append(
         f"{d['stages']['local'].get('iterations', 1)} local pass(es) with "

@@ -14,6 +14,9 @@ All functions take and return SimpleITK images (geometry in LPS, as ITK keeps it
   resolution, stored in the axis order a scanner writes (DICOM image orientation: rows along the first axis,
   columns along the second, slices along their cross product), with a Gaussian slice profile, as integers.
 - :func:`isotropic`: the same orientation resampled to another isotropic spacing (US), as integers.
+- :func:`larger_field_of_view`: the same voxels in a field of view extended beyond one side of an index axis, so
+  that the anatomy lies off the volume's centre. The new voxels hold the image's minimum (its background): a real
+  scan would show anatomy there, so this tests where the detectors look, not what they make of new anatomy.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ AXES = "ijk"
 HEADER_KEPT = "vendor axis order, header kept (anatomy turned)"
 HEADER_KEPT_MIRRORED = "vendor axis order, header kept (anatomy mirrored)"
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+LARGER_FIELD_OF_VIEW = "larger field of view"
+FIELD_OF_VIEW_EXTENSIONS = ((2, True), (2, False), (1, True))  # (index axis, beyond its last voxel)
+FIELD_OF_VIEW_EXTENSION_MM = 40.0
 
 # Index-axis directions (LPS columns: first axis, second axis, slice normal) of a scanner's series, as DICOM's
 # image orientation (patient) gives them: axial 1\0\0\0\1\0, sagittal 0\1\0\0\0\-1, coronal 1\0\0\0\0\-1.
@@ -181,6 +187,22 @@ def isotropic(image, spacing_mm: float):
     return resample_onto(image, covering_grid(image, direction, (spacing_mm,) * 3), image.GetPixelID())
 
 
+def larger_field_of_view(image, axis: int, after: bool, mm: float = FIELD_OF_VIEW_EXTENSION_MM):
+    """The image with ``mm`` more field of view beyond the last (``after``) or before the first voxel of index
+    axis ``axis``: every voxel keeps its value and its world position (the origin moves when the new voxels come
+    first); the new voxels hold the image's minimum."""
+    import SimpleITK as sitk
+
+    pad = [0, 0, 0]
+    pad[axis] = int(round(mm / image.GetSpacing()[axis]))
+    background = float(sitk.GetArrayViewFromImage(image).min())
+    return sitk.ConstantPad(image, [0, 0, 0] if after else pad, pad if after else [0, 0, 0], background)
+
+
+def field_of_view_name(axis: int, after: bool, mm: float = FIELD_OF_VIEW_EXTENSION_MM) -> str:
+    return f"+{mm:g} mm {'after' if after else 'before'} axis {AXES[axis]}"
+
+
 def slice_normal_lps(image) -> np.ndarray:
     """The world (LPS) direction of the image's third index axis."""
     return np.array(image.GetDirection()).reshape(3, 3)[:, 2]
@@ -192,6 +214,8 @@ def variants(image, modality: str):
     for name, order, flips in axis_variants():
         yield "axis order / flip (exact)", name, permute_flip(image, order, flips), None
     yield "oblique reslice", "20 deg about (1,1,1)", oblique_reslice(image), None
+    for axis, after in FIELD_OF_VIEW_EXTENSIONS:
+        yield LARGER_FIELD_OF_VIEW, field_of_view_name(axis, after), larger_field_of_view(image, axis, after), None
     if modality == "mr":
         for orientation in SERIES_DIRECTIONS_LPS:
             yield "clinical series", f"{orientation} 0.55x0.55x3 mm", clinical_series(image, orientation), None

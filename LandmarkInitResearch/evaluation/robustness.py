@@ -1,10 +1,12 @@
 """`landmarkinit evaluate-robustness`: detectors on phantom cases re-acquired as other scanners and converters store
 them (evaluation/reacquire.py): every axis order and flip of the same physical image, an oblique reslice, MR
-clinical series (axial, sagittal, coronal at 0.55 x 0.55 x 3 mm), US at other spacings.
+clinical series (axial, sagittal, coronal at 0.55 x 0.55 x 3 mm), US at other spacings, and a field of view 40 mm
+larger on one side (the anatomy off the volume's centre).
 
 Per variant: the mean error against the phantom's ground truth (mm), and the invariance: the largest distance over
 cases and landmarks between the variant's detection and the native one (mm). Issue 22's targets: <= 1 mm for the
-same physical image (axis order / flip, oblique reslice); clinical series' mean error <= 1.25 x the native one.
+same physical image (axis order / flip, oblique reslice); clinical series' mean error <= 1.25 x the native one, and
+the same for a larger field of view (a new acquisition that covers more: held to the clinical series' target).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def summarize(result: dict) -> dict:
         if name in SAME_IMAGE_FAMILIES:
             f["target"] = f"max displacement <= {INVARIANCE_TARGET_MM:g} mm"
             f["target_met"] = f["max_displacement_mm"] <= INVARIANCE_TARGET_MM
-        elif name == "clinical series":
+        elif name in ("clinical series", reacquire.LARGER_FIELD_OF_VIEW):
             f["target"] = f"mean error <= {SERIES_RATIO_TARGET:g} x native"
             f["target_met"] = f["max_error_ratio"] <= SERIES_RATIO_TARGET
     return {

@@ -17,13 +17,15 @@ def write_two_stage_card(
     output,
     *,
     iterations: int = 2,
+    global_passes: int = 1,
     postprocessing=(),
     name=None,
     force=False,
     note: str | None = None,
 ) -> Path:
     """A two-stage card naming a global card and one or more local cards (an ensemble; stored as paths relative
-    to the new card), with the number of refinement passes and the post-processing steps, in order
+    to the new card), with the number of global passes (each after the first on a grid centred on the last
+    answer), the number of refinement passes and the post-processing steps, in order
     (``[{"step": NAME, ...parameters}]``, detection/postprocessing.py); ``note`` ends the description."""
     import os
 
@@ -34,6 +36,8 @@ def write_two_stage_card(
         raise ModelCardError(f"{output} already exists; pass --force to overwrite it")
     if iterations < 1:
         raise ModelCardError("a two-stage detector needs at least one local refinement pass")
+    if global_passes < 1:
+        raise ModelCardError("a two-stage detector needs at least one global pass")
     try:
         postprocessing = check_postprocessing(list(postprocessing), str(output))
     except PostprocessingError as e:
@@ -67,11 +71,14 @@ def write_two_stage_card(
         "stage": "two-stage",
         "landmarks": list(LANDMARK_LABELS),
         "stages": {
-            "global": {"card": relative(first)},
+            # one pass is the default the runtime assumes: cards without the key stay as release 0.1 wrote them
+            "global": {"card": relative(first), **({"passes": int(global_passes)} if global_passes > 1 else {})},
             "local": {"cards": [relative(c) for c in locals_], "iterations": int(iterations)},
         },
         "postprocessing": postprocessing,
-        "description": "global detector on a coarse whole-volume grid, then local refinement on fine patches "
+        "description": "global detector on a coarse grid centred on the volume"
+        + (f", then again on one centred on its answer ({global_passes} passes)" if global_passes > 1 else "")
+        + ", then local refinement on fine patches "
         f"centred on each landmark's estimate{ensemble}, {iterations} pass(es)"
         + (f"; then: {describe(postprocessing)}" if postprocessing else "")
         + "; the stage cards hold grids, normalization, training data and weights checksums"

@@ -27,7 +27,14 @@ from LandmarkInitLib.detection.preprocess import (
     prepare_patches,
     sitk_image,
 )
-from LandmarkInitLib.detection.probe_frame import FLAG_NO_FAN, candidate_frames, choose_frame
+from LandmarkInitLib.detection.probe_frame import (
+    FLAG_NO_FAN,
+    candidate_frames,
+    choose_frame,
+    fan_centre_ras,
+    fan_corner_candidates_ras,
+    shows_fan,
+)
 from LandmarkInitLib.geometry import VolumeGeometry
 
 BACKENDS = ("onnx", "torchscript")
@@ -236,12 +243,20 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         check_volume(array, f"the {self.card.modality.upper()} volume")
         return self._detect_in_frame(array, geometry, frame, image)
 
-    def _detect_in_frame(self, array, geometry: VolumeGeometry, frame, image, with_flags: bool = True) -> Detection:
-        """detect_array on a volume already checked (``with_flags``: compute its quality flags too)."""
+    def _detect_in_frame(
+        self, array, geometry: VolumeGeometry, frame, image, with_flags: bool = True, centre_ras=None
+    ) -> Detection:
+        """detect_array on a volume already checked (``with_flags``: compute its quality flags too; ``centre_ras``:
+        the grid's centre, default the imaged fan's centre for a probe-frame grid (probe_frame.fan_centre_ras: a
+        larger box around the same fan changes nothing), else the centre of the volume's extent)."""
         t0 = time.perf_counter()
         card = self.card
         image = sitk_image(array, geometry) if image is None else image
-        x, grid_geometry = prepare_input(image, geometry, card.grid, card.modality, card.normalization, frame=frame)
+        if centre_ras is None and card.grid.in_probe_frame and shows_fan(array):
+            centre_ras = fan_centre_ras(fan_corner_candidates_ras(array, geometry), frame)
+        x, grid_geometry = prepare_input(
+            image, geometry, card.grid, card.modality, card.normalization, frame=frame, centre_ras=centre_ras
+        )
         t1 = time.perf_counter()
         coords, spread = self.run_network(x)
         t2 = time.perf_counter()
@@ -260,12 +275,16 @@ class LandmarkDetector(StageNetwork, VolumeDetector):
         confidence choose (detection/probe_frame.py); the volume's own axes, flagged, when it shows no fan."""
         check_volume(array, f"the {self.card.modality.upper()} volume")
         t0 = time.perf_counter()
-        frames = candidate_frames(array, geometry)
+        fan = fan_corner_candidates_ras(array, geometry) if shows_fan(array) else None
+        frames = None if fan is None else candidate_frames(array, geometry, fan)
         if frames is None:
             frame = self.card.grid.frame_for(geometry)
             return self._detect_in_frame(array, geometry, frame, image), frame, [FLAG_NO_FAN]
         image = sitk_image(array, geometry) if image is None else image
-        detections = [self._detect_in_frame(array, geometry, f, image, with_flags=False) for f in frames]
+        detections = [
+            self._detect_in_frame(array, geometry, f, image, with_flags=False, centre_ras=fan_centre_ras(fan, f))
+            for f in frames
+        ]
         own_axes = geometry.direction_ras
         best, flag = choose_frame(
             [np.mean(d.spread_mm) for d in detections], [np.trace(f.T @ own_axes) for f in frames]
@@ -337,7 +356,9 @@ class LocalEnsemble:
 
 
 class TwoStageDetector(VolumeDetector):
-    """Global detector, then ``iterations`` passes of local refinement (one model or an ensemble), each
+    """Global detector (``passes`` times: the first on a grid centred on the volume's extent, each further one on a
+    grid centred on the last answer's centroid, so that a gland off the volume's centre is seen whole), then
+    ``iterations`` passes of local refinement (one model or an ensemble), each
     re-centred on the last answer; then the card's post-processing steps in order (detection/postprocessing.py),
     the steps before ``mirror_average`` on the volume and on its left-right mirror image, those after it on the
     average. The model grids' frame (detection/model_grid.py) is chosen once, on the volume, and kept for its
@@ -356,6 +377,7 @@ class TwoStageDetector(VolumeDetector):
                 f"({', '.join(sorted(str(a) for a in axes))}); all stages must share one frame"
             )
         self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
+        self.global_passes = global_passes(card)
         self.view_steps, self.final_steps, self.mirror_average = split_at_mirror(card.postprocessing)
         self.backend = self.global_stage.backend
 
@@ -366,6 +388,10 @@ class TwoStageDetector(VolumeDetector):
         image = sitk_image(array, geometry) if image is None else image  # one image for both stages
         if coarse is None:
             coarse = self.global_stage.detect_array(array, geometry, frame, image)
+        for _ in range(self.global_passes - 1):
+            coarse = self.global_stage._detect_in_frame(
+                array, geometry, frame, image, centre_ras=coarse.points_ras.mean(axis=0)
+            )
         t1 = time.perf_counter()
         points, spread = coarse.points_ras, coarse.spread_mm
         for _ in range(self.iterations):
@@ -408,6 +434,17 @@ class TwoStageDetector(VolumeDetector):
                     f"{self.local_stage.trained_offset_mm:g} mm it was trained for (unreliable global estimate)"
                 )
         return detection
+
+
+def global_passes(card: ModelCard) -> int:
+    """The two-stage card's number of global passes (``stages.global.passes``, default 1)."""
+    passes = card.data["stages"]["global"].get("passes", 1)
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ModelCardError(
+            f"two-stage model card {card.path}: stages.global.passes is {passes!r}; it must be a whole number, 1 or "
+            "more (1: the global stage runs once, on a grid centred on the volume)"
+        )
+    return passes
 
 
 def open_detector(card, backend: str = "onnx", threads: int | None = None) -> VolumeDetector:

@@ -1,8 +1,9 @@
 """The model input grid and the coordinate convention of the network outputs, defined once.
 
 Model grid: ``shape_ijk`` voxels of isotropic ``spacing_mm``, centred on the centre of the volume's extent (global
-detectors) or on a RAS point (local refinement patches, ``geometry_centred_at``). Its axes ("frame", 3x3, columns
-the RAS directions of grid I, J, K) are either
+detectors; a probe-frame grid on the centre of the imaged fan, detection/probe_frame.py, and a two-stage card's
+further global passes on the last answer) or on a RAS point (local refinement patches, ``geometry_centred_at``).
+Its axes ("frame", 3x3, columns the RAS directions of grid I, J, K) are either
 - the patient's axes, when the card's grid names them (``"axes": "LPS"``: grid I points to the patient's left, J
   posterior, K superior): the network then sees the same anatomy however the volume is stored (any voxel axis order
   or flip, axial, sagittal, coronal or oblique series of the same physical image); or
@@ -30,6 +31,10 @@ import numpy as np
 from LandmarkInitLib.geometry import VolumeGeometry
 
 PROBE_AXES = "PROBE"  # a card's grid "axes": "probe"
+FAN_CENTRE = (
+    "centre of the imaged fan's bounding box along the probe frame's axes (the volume's centre when it shows no fan; "
+    "the phantom's US files are cut to the fan, so in training it was the volume's centre)"
+)
 # RAS direction of each patient-axis letter of a grid's "axes" code.
 PATIENT_DIRECTIONS = {
     "R": (1.0, 0.0, 0.0),
@@ -147,7 +152,7 @@ class ModelGrid:
             "spacing_mm": self.spacing_mm,
             **({} if self.axes is None else {"axes": self.axes}),
             "orientation": orientation,
-            "centre": "centre of the volume extent",
+            "centre": FAN_CENTRE if self.in_probe_frame else "centre of the volume extent",
             "interpolation": "linear",
             "padding_value": 0.0,
             "coordinates": "grid mm: (x, y, z) along grid (I, J, K), relative to the grid centre",

@@ -74,10 +74,15 @@ def prepare_input(
     normalization: dict | None = None,
     pose: np.ndarray | None = None,
     frame: np.ndarray | None = None,
+    centre_ras=None,
 ):
     """Volume (SimpleITK image) -> (network input [1, 1, D, H, W] float32, grid geometry). ``frame``: the grid's
-    axes (default: the grid's own choice for this volume, ModelGrid.frame_for)."""
-    grid_geometry = grid.geometry_for(volume_geometry, pose, frame)
+    axes (default: the grid's own choice for this volume, ModelGrid.frame_for); ``centre_ras``: the grid's centre
+    (default: the centre of the volume's extent)."""
+    if centre_ras is None:
+        grid_geometry = grid.geometry_for(volume_geometry, pose, frame)
+    else:
+        grid_geometry = grid.geometry_centred_at(volume_geometry, centre_ras, pose, frame)
     array = normalize(resample_to_grid(image, grid_geometry), modality, normalization)
     return array[None, None], grid_geometry
 

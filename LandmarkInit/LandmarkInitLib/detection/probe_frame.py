@@ -63,6 +63,21 @@ def fan_corner_candidates_ras(array: np.ndarray, geometry: VolumeGeometry) -> np
     return geometry.ijk_to_ras_points(np.stack([i, j, k], axis=1).astype(float))
 
 
+def shows_fan(array: np.ndarray) -> bool:
+    """Whether the volume has the zero background around an imaged sector that the probe's frame is found from."""
+    return not (np.mean(array == 0) < MIN_BACKGROUND or np.count_nonzero(array) < 100)
+
+
+def fan_centre_ras(fan_points_ras: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The centre of the fan's bounding box along the axes of ``frame`` (3x3, columns RAS directions), from the
+    RAS points of :func:`fan_corner_candidates_ras`: where the US grid is centred, so that the field of view
+    around the fan (a converter's larger box, zero outside the sector) does not move what the network sees. The
+    phantom's US files are cut to the fan, so there it is the volume's centre (within 1.6 mm), as in training."""
+    frame = np.asarray(frame, dtype=float)
+    along = np.asarray(fan_points_ras, dtype=float) @ frame  # coordinates along the frame's axes
+    return frame @ ((along.min(axis=0) + along.max(axis=0)) / 2.0)
+
+
 def _sphere_directions(n: int) -> np.ndarray:
     """``n`` unit vectors spread evenly over the sphere (Fibonacci lattice)."""
     z = 1.0 - (2.0 * np.arange(n) + 1.0) / n
@@ -113,12 +128,15 @@ def hull_second_moments(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np
     return mean + apex, covariance
 
 
-def candidate_frames(array: np.ndarray, geometry: VolumeGeometry) -> np.ndarray | None:
+def candidate_frames(array: np.ndarray, geometry: VolumeGeometry, fan_points_ras=None) -> np.ndarray | None:
     """The 8 candidate probe frames (8 x 3 x 3, columns lateral, depth, along the probe in RAS) of a B-mode
-    volume, or None when it shows no fan (too little zero background)."""
-    if np.mean(array == 0) < MIN_BACKGROUND or np.count_nonzero(array) < 100:
+    volume, or None when it shows no fan (too little zero background); ``fan_points_ras``: the volume's
+    :func:`fan_corner_candidates_ras`, when the caller has them already."""
+    if not shows_fan(array):
         return None
-    vertices, triangles = convex_hull(fan_corner_candidates_ras(array, geometry))
+    if fan_points_ras is None:
+        fan_points_ras = fan_corner_candidates_ras(array, geometry)
+    vertices, triangles = convex_hull(fan_points_ras)
     _, covariance = hull_second_moments(vertices, triangles)
     _, vectors = np.linalg.eigh(covariance)
     depth, e1 = vectors[:, 0], vectors[:, 1]
