@@ -22,7 +22,16 @@ from LandmarkInitLib.errors import LandmarkFileError
 from LandmarkInitLib.io.output_files import REPORT_JSON_FILE, RUN_FILES, atomic_output, temporary_files
 from LandmarkInitLib.pipeline.batch import read_cases
 from LandmarkInitLib.resources import default_model_card, sample_case_dir
-from stress.kill_batch import COMMAND, any_temporary, crash_test, descendants, kill_after, start, wait_gone
+from stress.kill_batch import (
+    COMMAND,
+    any_temporary,
+    crash_test,
+    descendants,
+    kill_after,
+    start,
+    temporaries,
+    wait_gone,
+)
 
 MODELS = default_model_card("mr").parent
 # the shipped global stages (tens of milliseconds a volume) and a QA threshold that flags every result for review
@@ -224,8 +233,8 @@ def test_the_workers_die_with_the_batch(tmp_path, sig):
 
 def test_ctrl_c_stops_the_whole_batch_cleanly(tmp_path):
     cases = eight_cases(tmp_path)
-    # Ctrl-C while a file is being written; a file is on disk for milliseconds, so a batch that ends before the
-    # poll saw one is run again (into a new folder)
+    # Ctrl-C while a case's file is being written (not the batch summary, written once every case is done); such a
+    # file is on disk for milliseconds, so a batch that ends before the poll saw one is run again (in a new folder)
     for attempt in range(5):
         out = tmp_path / f"out{attempt}"
         proc = subprocess.Popen(
@@ -236,7 +245,7 @@ def test_ctrl_c_stops_the_whole_batch_cleanly(tmp_path):
             start_new_session=True,
         )
         workers = wait_for_workers(proc)
-        while proc.poll() is None and not any_temporary(out):
+        while proc.poll() is None and not any(t.parent != out for t in temporaries(out)):
             pass
         if proc.poll() is None:
             break
