@@ -243,6 +243,8 @@ def test_ctrl_c_stops_the_whole_batch_cleanly(tmp_path):
             stderr=subprocess.PIPE,
             encoding="utf-8",  # the progress bar's block characters, whatever the locale
             start_new_session=True,
+            # as from a terminal: a shell's background job (CI started with `&`) passes SIGINT on ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         workers = wait_for_workers(proc)
         while proc.poll() is None and not any(t.parent != out for t in temporaries(out)):
