@@ -135,7 +135,7 @@ def stage_section(card) -> list[str]:
 def detector_section(card) -> list[str]:
     d = card.data
     globals_, locals_ = card.stage_cards("global"), card.stage_cards("local")
-    passes = d["stages"]["global"].get("passes", 1)
+    passes = card.global_passes
     again = f", {passes} passes: the first centred on the volume, then centred on the last answer" if passes > 1 else ""
     steps = [f"global stage `{globals_[0].path.name}`{again}"]
     ensemble = " (mean of the ensemble)" if len(locals_) > 1 else ""

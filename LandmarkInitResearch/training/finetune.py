@@ -428,7 +428,7 @@ def _write_card(base: ModelCard, stages, path: Path, name, n_train: int, data) -
         [c for role, c in stages if role == "local"],
         path,
         iterations=int(base.data["stages"]["local"].get("iterations", 1)),
-        global_passes=int(base.data["stages"]["global"].get("passes", 1)),
+        global_passes=base.global_passes,
         postprocessing=base.data.get("postprocessing", []),
         name=name or f"{base.name}_site",
         note=note,

@@ -92,8 +92,7 @@ def bench_detection(modality: str, repeats: int) -> list[str]:
             target = (1.0 if two_stage else 0.5) if backend == "onnx" else None
             status = "" if target is None else ("met" if r["median_s"] <= target else "NOT met")
             mirror = ", on the volume and its mirror image" if card.mirror_average else ""
-            passes = card.data["stages"]["global"].get("passes", 1) if two_stage else 1
-            again = f" x {passes} passes" if passes > 1 else ""
+            again = f" x {card.global_passes} passes" if card.global_passes > 1 else ""
             what = f"two-stage (global{again} + local refinement{mirror})" if two_stage else "whole-volume"
             rows.append(
                 f"| detect {modality.upper()} volume, {card.name} ({what}), {r['backend']} (resample + inference + "

@@ -377,7 +377,7 @@ class TwoStageDetector(VolumeDetector):
                 f"({', '.join(sorted(str(a) for a in axes))}); all stages must share one frame"
             )
         self.iterations = int(card.data["stages"]["local"].get("iterations", 1))
-        self.global_passes = global_passes(card)
+        self.global_passes = card.global_passes
         self.view_steps, self.final_steps, self.mirror_average = split_at_mirror(card.postprocessing)
         self.backend = self.global_stage.backend
 
@@ -434,17 +434,6 @@ class TwoStageDetector(VolumeDetector):
                     f"{self.local_stage.trained_offset_mm:g} mm it was trained for (unreliable global estimate)"
                 )
         return detection
-
-
-def global_passes(card: ModelCard) -> int:
-    """The two-stage card's number of global passes (``stages.global.passes``, default 1)."""
-    passes = card.data["stages"]["global"].get("passes", 1)
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ModelCardError(
-            f"two-stage model card {card.path}: stages.global.passes is {passes!r}; it must be a whole number, 1 or "
-            "more (1: the global stage runs once, on a grid centred on the volume)"
-        )
-    return passes
 
 
 def open_detector(card, backend: str = "onnx", threads: int | None = None) -> VolumeDetector:

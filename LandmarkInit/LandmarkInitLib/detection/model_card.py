@@ -77,6 +77,18 @@ class ModelCard:
         return check_postprocessing(self.data.get("postprocessing", []), f"model card {self.path}")
 
     @property
+    def global_passes(self) -> int:
+        """A two-stage card's number of global passes (``stages.global.passes``, default 1: the global stage once, on
+        a grid centred on the volume; each further pass on a grid centred on the last answer); 1 for other cards."""
+        passes = self.data.get("stages", {}).get("global", {}).get("passes", 1)
+        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+            raise ModelCardError(
+                f"two-stage model card {self.path}: stages.global.passes is {passes!r}; it must be a whole number, 1 "
+                "or more (1: the global stage runs once, on a grid centred on the volume)"
+            )
+        return passes
+
+    @property
     def onnx_quantization(self) -> dict | None:
         """The record of an int8 ONNX file (LandmarkInitResearch/training/quantize.py), None for a float one."""
         return self.data.get("files", {}).get("onnx", {}).get("quantization")
